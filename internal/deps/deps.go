@@ -11,8 +11,8 @@ import (
 	_ "github.com/spf13/cobra"
 	_ "go.uber.org/goleak"
 	_ "gopkg.in/yaml.v3"
+	_ "k8s.io/client-go/informers"
 	_ "k8s.io/client-go/kubernetes"
 	_ "k8s.io/client-go/tools/leaderelection"
 	_ "k8s.io/client-go/tools/remotecommand"
-	_ "k8s.io/client-go/informers"
 )
