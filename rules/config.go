@@ -1,0 +1,34 @@
+package rules
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Config is the "rules" section of the authwatch configuration file. The
+// command reads the files and passes their content to Compile as Packs,
+// since this package does no I/O.
+type Config struct {
+	// Files are user rule packs, applied in order on top of the default
+	// pack.
+	Files []string `yaml:"files"`
+	// Disable turns off rules by id.
+	Disable []string `yaml:"disable"`
+}
+
+// Validate reports empty entries with their YAML paths under "rules".
+// Unknown rule ids are reported by Compile, which knows the packs.
+func (c Config) Validate() error {
+	var errs []error
+	for i, f := range c.Files {
+		if f == "" {
+			errs = append(errs, fmt.Errorf("rules.files[%d]: empty path; remove the entry or name a rule pack file", i))
+		}
+	}
+	for i, id := range c.Disable {
+		if id == "" {
+			errs = append(errs, fmt.Errorf("rules.disable[%d]: empty rule id; remove the entry", i))
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,178 @@
+package rules
+
+import (
+	"regexp/syntax"
+	"slices"
+	"unicode/utf8"
+)
+
+// minLiteral is the shortest literal the prefilter accepts. Shorter ones
+// would hit on most lines and send them all to RE2.
+const minLiteral = 3
+
+// maxLiteralSet bounds the cross products built while deriving literals.
+const maxLiteralSet = 64
+
+// litSet is a set of strings such that every match of an expression
+// contains at least one of them. exact means the expression matches
+// exactly these strings, so neighbours can be concatenated onto them.
+type litSet struct {
+	strs  []string
+	exact bool
+}
+
+// score is the length of the shortest string: the prefilter is as selective
+// as its weakest literal.
+func (s litSet) score() int {
+	if len(s.strs) == 0 {
+		return 0
+	}
+	m := len(s.strs[0])
+	for _, x := range s.strs[1:] {
+		m = min(m, len(x))
+	}
+	return m
+}
+
+// regexLiterals derives prefilter literals from an RE2 expression. It
+// returns nil when every match need not contain a string of at least
+// minLiteral bytes.
+//
+// NOTE: the prefilter folds ASCII case only, so a case-insensitive
+// expression that relies on Unicode folding (the Kelvin sign for "k")
+// may miss such lines.
+func regexLiterals(expr string) []string {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil
+	}
+	set, ok := literalsOf(re.Simplify())
+	if !ok || set.score() < minLiteral {
+		return nil
+	}
+	return set.strs
+}
+
+func literalsOf(re *syntax.Regexp) (litSet, bool) {
+	switch re.Op {
+	case syntax.OpLiteral:
+		buf := make([]byte, 0, len(re.Rune)*utf8.UTFMax)
+		for _, r := range re.Rune {
+			buf = utf8.AppendRune(buf, r)
+		}
+		return litSet{strs: []string{string(buf)}, exact: true}, true
+	case syntax.OpEmptyMatch, syntax.OpBeginLine, syntax.OpEndLine, syntax.OpBeginText,
+		syntax.OpEndText, syntax.OpWordBoundary, syntax.OpNoWordBoundary:
+		return litSet{strs: []string{""}, exact: true}, true
+	case syntax.OpCapture:
+		return literalsOf(re.Sub[0])
+	case syntax.OpCharClass:
+		var strs []string
+		for i := 0; i+1 < len(re.Rune); i += 2 {
+			for r := re.Rune[i]; r <= re.Rune[i+1]; r++ {
+				strs = append(strs, string(r))
+				if len(strs) > 8 {
+					return litSet{}, false
+				}
+			}
+		}
+		return litSet{strs: dedupFold(strs), exact: true}, true
+	case syntax.OpPlus:
+		s, ok := literalsOf(re.Sub[0])
+		s.exact = false
+		return s, ok
+	case syntax.OpRepeat:
+		if re.Min < 1 {
+			return litSet{}, false
+		}
+		s, ok := literalsOf(re.Sub[0])
+		s.exact = s.exact && re.Min == 1 && re.Max == 1
+		return s, ok
+	case syntax.OpAlternate:
+		out := litSet{exact: true}
+		for _, sub := range re.Sub {
+			s, ok := literalsOf(sub)
+			if !ok {
+				return litSet{}, false
+			}
+			out.strs = append(out.strs, s.strs...)
+			out.exact = out.exact && s.exact
+		}
+		out.strs = dedupFold(out.strs)
+		return out, true
+	case syntax.OpConcat:
+		return concatLiterals(re.Sub)
+	}
+	return litSet{}, false
+}
+
+// concatLiterals joins runs of exact neighbours by cross product and keeps
+// the most selective candidate.
+func concatLiterals(subs []*syntax.Regexp) (litSet, bool) {
+	var best litSet
+	found := false
+	var run litSet
+	inRun := false
+	consider := func(s litSet) {
+		if !found || s.score() > best.score() {
+			best, found = s, true
+		}
+	}
+	for _, sub := range subs {
+		s, ok := literalsOf(sub)
+		if !ok {
+			if inRun {
+				consider(litSet{strs: run.strs})
+			}
+			inRun = false
+			continue
+		}
+		if !s.exact {
+			if inRun {
+				consider(litSet{strs: run.strs})
+			}
+			consider(s)
+			inRun = false
+			continue
+		}
+		if !inRun {
+			run, inRun = s, true
+			continue
+		}
+		if len(run.strs)*len(s.strs) > maxLiteralSet {
+			consider(litSet{strs: run.strs})
+			run = s
+			continue
+		}
+		var joined []string
+		for _, a := range run.strs {
+			for _, b := range s.strs {
+				joined = append(joined, a+b)
+			}
+		}
+		run = litSet{strs: dedupFold(joined), exact: true}
+	}
+	if inRun {
+		if !found && len(subs) > 0 {
+			return run, true // the whole concatenation was exact
+		}
+		consider(litSet{strs: run.strs})
+	}
+	if !found {
+		return litSet{}, false
+	}
+	best.exact = false
+	return best, true
+}
+
+// dedupFold removes strings that equal another one when ASCII case is
+// ignored.
+func dedupFold(strs []string) []string {
+	out := strs[:0:0]
+	for _, s := range strs {
+		if !slices.ContainsFunc(out, func(o string) bool { return equalFoldString(o, s) }) {
+			out = append(out, s)
+		}
+	}
+	return out
+}

@@ -1,0 +1,93 @@
+package rules
+
+import (
+	"bytes"
+	"regexp"
+)
+
+// Masked replaces each secret that Mask finds.
+const Masked = "***"
+
+// maskers run in order; each replaces its secret group with Masked. Group 1
+// is the text kept before the secret, when the pattern has one.
+var (
+	// Authorization headers in any notation: "Authorization: Bearer x",
+	// "HTTP_AUTHORIZATION": "Token x", authorization=Basic x.
+	maskAuthHeader = regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:(?:bearer|token|basic|digest|negotiate|apikey|sso-key)\s+)?)([^\s"',;]+)`)
+	// A credential after its scheme word outside a header: "Bearer x",
+	// "Token x" (Django REST Framework), "Basic x".
+	maskScheme = regexp.MustCompile(`(?i)\b((?:bearer|token|basic)\s+)([A-Za-z0-9._~+/=-]{16,})`)
+	// JSON Web Tokens (JWS compact form; the header always starts "eyJ").
+	maskJWT = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`)
+	// key=value and "key": "value" pairs whose key names a credential.
+	maskKeyValue = regexp.MustCompile(`(?i)((?:\b|_)(?:(?:access|refresh|id|session|auth|bearer|csrf|xsrf|private|client|api|app)[_-]?token|token|(?:api|access|secret|private|client|signing|master|account)[_-]?key|apikey|x-api-key|secret|client_secret|password|passwd|pwd|passphrase|cookie|sig|signature|x-amz-security-token|x-goog-api-key)["']?\s*[:=]\s*["']?)([^\s"',;&}\]]+)`)
+	// Passwords in URLs: scheme://user:password@host.
+	maskURLUser = regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*://[^/\s:@"']+:)([^/\s@"']+)(@)`)
+	// Vendor key formats: AWS access key ids, Slack, GitHub and GitLab
+	// tokens, Google API keys.
+	maskVendor = regexp.MustCompile(`\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})\b`)
+)
+
+// Mask returns a copy of text with credentials replaced by Masked: bearer
+// and Basic credentials, "Token <key>" headers, Authorization header
+// values, JSON Web Tokens, values of keys such as token, password, api_key
+// or secret, passwords in URLs and well-known vendor key formats. It is
+// meant for display and never returns text that shares memory with text.
+//
+// Mask errs on the side of hiding: "password: YES" becomes "password: ***".
+// A credential in a format it does not know, such as a bare random string
+// with no key before it, stays visible.
+func Mask(text []byte) []byte {
+	out := bytes.Clone(text)
+	if out == nil {
+		out = []byte{}
+	}
+	out = maskGroup(maskAuthHeader, out, 2)
+	out = maskGroup(maskScheme, out, 2)
+	out = maskJWT.ReplaceAllLiteral(out, []byte(Masked))
+	out = maskGroup(maskKeyValue, out, 2)
+	out = maskGroup(maskURLUser, out, 2)
+	out = maskVendor.ReplaceAllLiteral(out, []byte(Masked))
+	return out
+}
+
+// maskGroup replaces submatch g of every match of re with Masked, unless it
+// is already masked.
+func maskGroup(re *regexp.Regexp, text []byte, g int) []byte {
+	locs := re.FindAllSubmatchIndex(text, -1)
+	if locs == nil {
+		return text
+	}
+	out := make([]byte, 0, len(text))
+	last := 0
+	for _, loc := range locs {
+		start, end := loc[2*g], loc[2*g+1]
+		if start < 0 || string(text[start:end]) == Masked {
+			continue
+		}
+		if re == maskScheme && !looksLikeCredential(text[start:end]) {
+			continue
+		}
+		out = append(out, text[last:start]...)
+		out = append(out, Masked...)
+		last = end
+	}
+	return append(out, text[last:]...)
+}
+
+// looksLikeCredential tells a credential after "Bearer" or "Token" from a
+// word of prose: credentials contain a digit, or mix letter cases.
+func looksLikeCredential(b []byte) bool {
+	var digit, upper, lower bool
+	for _, c := range b {
+		switch {
+		case '0' <= c && c <= '9':
+			digit = true
+		case 'A' <= c && c <= 'Z':
+			upper = true
+		case 'a' <= c && c <= 'z':
+			lower = true
+		}
+	}
+	return digit || (upper && lower)
+}

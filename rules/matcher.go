@@ -1,0 +1,488 @@
+package rules
+
+import (
+	"bytes"
+	_ "embed"
+	"errors"
+	"fmt"
+	"math/bits"
+	"regexp"
+	"slices"
+	"sync"
+)
+
+//go:embed default.yaml
+var defaultPack []byte
+
+// DefaultPackName is the name under which errors and `rules list` report
+// the embedded pack.
+const DefaultPackName = "default"
+
+// Options selects the rules a Matcher runs.
+type Options struct {
+	// Packs are user rule packs, applied in order on top of the default
+	// pack: a rule with a new id is added, a rule with the id of a default
+	// rule replaces it, and a pack's disable list turns rules off.
+	Packs []PackFile
+	// Disable turns off the rules with these ids, as a pack's disable list.
+	Disable []string
+	// NoDefault leaves the embedded pack out.
+	NoDefault bool
+}
+
+// Matcher classifies log lines. It is safe for concurrent use.
+type Matcher struct {
+	rules []compiledRule // in rank order: the first that matches wins
+	pf    *prefilter     // nil when there are no rules
+	refs  [][]litRef     // per prefilter pattern, the rules that use it
+	// scratch holds *[]uint64 bit sets of candidate rules, one per
+	// concurrent Match call, cleared before they return to the pool.
+	scratch sync.Pool
+}
+
+type litRef struct {
+	rule  int32
+	exact []byte // for a case-sensitive literal, its bytes; nil otherwise
+}
+
+type compiledRule struct {
+	Rule
+	re        *regexp.Regexp
+	excludeRe *regexp.Regexp
+	excludeLi [][]byte
+	json      []FieldCondition
+	groups    []int // per Fields entry, its capture group index, or -1
+}
+
+// Default compiles the embedded default pack alone.
+func Default() (*Matcher, error) {
+	return Compile(Options{})
+}
+
+// DefaultRules returns the rules of the embedded pack in file order.
+func DefaultRules() ([]Rule, error) {
+	p, err := parsePack(PackFile{Name: DefaultPackName, Data: defaultPack})
+	if err != nil {
+		return nil, err
+	}
+	return p.rules, nil
+}
+
+// Compile builds a Matcher from the default pack and opts. Errors are
+// *ConfigError values, joined when there are several.
+func Compile(opts Options) (*Matcher, error) {
+	var packs []*pack
+	var errs []error
+	if !opts.NoDefault {
+		p, err := parsePack(PackFile{Name: DefaultPackName, Data: defaultPack})
+		if err != nil {
+			return nil, fmt.Errorf("rules: embedded pack: %w", err)
+		}
+		packs = append(packs, p)
+	}
+	for _, f := range opts.Packs {
+		p, err := parsePack(f)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		packs = append(packs, p)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	// Merge packs: later packs override earlier ones by id.
+	var merged []Rule
+	index := map[string]int{}
+	definedBy := map[string]string{}
+	for _, p := range packs {
+		seen := map[string]int{}
+		for i, r := range p.rules {
+			if prev, ok := seen[r.ID]; ok {
+				errs = append(errs, &ConfigError{File: p.name, Line: p.lines[i], Path: p.paths[i] + ".id",
+					Msg: fmt.Sprintf("duplicate rule id %q, first defined at line %d", r.ID, p.lines[prev])})
+				continue
+			}
+			seen[r.ID] = i
+			if j, ok := index[r.ID]; ok {
+				if definedBy[r.ID] != DefaultPackName {
+					errs = append(errs, &ConfigError{File: p.name, Line: p.lines[i], Path: p.paths[i] + ".id",
+						Msg: fmt.Sprintf("duplicate rule id %q, already defined in %s", r.ID, definedBy[r.ID])})
+					continue
+				}
+				merged[j] = r
+				definedBy[r.ID] = p.name
+				continue
+			}
+			index[r.ID] = len(merged)
+			definedBy[r.ID] = p.name
+			merged = append(merged, r)
+		}
+	}
+	disabled := map[string]bool{}
+	for _, p := range packs {
+		for i, id := range p.disable {
+			if _, ok := index[id]; !ok {
+				errs = append(errs, &ConfigError{File: p.name, Line: p.disLine[i], Path: fmt.Sprintf("disable[%d]", i),
+					Msg: fmt.Sprintf("unknown rule id %q; run `authwatch rules list` for the ids", id)})
+			}
+			disabled[id] = true
+		}
+	}
+	for i, id := range opts.Disable {
+		if _, ok := index[id]; !ok {
+			errs = append(errs, &ConfigError{File: "options", Path: fmt.Sprintf("disable[%d]", i),
+				Msg: fmt.Sprintf("unknown rule id %q; run `authwatch rules list` for the ids", id)})
+		}
+		disabled[id] = true
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+
+	var active []Rule
+	for _, r := range merged {
+		if !disabled[r.ID] {
+			active = append(active, r)
+		}
+	}
+	slices.SortStableFunc(active, func(a, b Rule) int { return rank(b) - rank(a) })
+
+	m := &Matcher{}
+	for _, r := range active {
+		cr, err := compileRule(r)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		m.rules = append(m.rules, cr)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(errs...)
+	}
+	m.buildPrefilter()
+	words := (len(m.rules) + 63) / 64
+	m.scratch.New = func() any {
+		s := make([]uint64, words)
+		return &s
+	}
+	return m, nil
+}
+
+// rank orders rules: auth rules before plain errors, then by severity, then
+// token expiry before other auth failures. Ties keep pack order.
+func rank(r Rule) int {
+	v := int(r.Severity) * 4
+	switch r.Category {
+	case TokenExpired:
+		v += 2 + 100
+	case AuthFailure:
+		v += 1 + 100
+	}
+	return v
+}
+
+// compileRule compiles the expressions of r and resolves its prefilter
+// literals. It reports the path of the rule in its pack file when the rule
+// cannot be prefiltered.
+func compileRule(r Rule) (compiledRule, error) {
+	cr := compiledRule{Rule: r, json: r.JSON}
+	flags := "(?i)"
+	if r.CaseSensitive {
+		flags = ""
+	}
+	if r.Regex != "" {
+		re, err := regexp.Compile(flags + r.Regex)
+		if err != nil {
+			return cr, &ConfigError{File: r.Origin, Path: "rule " + r.ID + " regex", Msg: err.Error()}
+		}
+		cr.re = re
+	}
+	if r.Exclude.Regex != "" {
+		re, err := regexp.Compile(flags + r.Exclude.Regex)
+		if err != nil {
+			return cr, &ConfigError{File: r.Origin, Path: "rule " + r.ID + " exclude.regex", Msg: err.Error()}
+		}
+		cr.excludeRe = re
+	}
+	for _, l := range r.Exclude.Literals {
+		cr.excludeLi = append(cr.excludeLi, []byte(l))
+	}
+	if len(cr.Literals) == 0 {
+		// parsePack rejected rules without derivable literals.
+		cr.Literals = derivedLiterals(r)
+	}
+	cr.groups = make([]int, len(r.Fields))
+	for i, f := range r.Fields {
+		cr.groups[i] = -1
+		if cr.re != nil {
+			cr.groups[i] = cr.re.SubexpIndex(f)
+		}
+	}
+	return cr, nil
+}
+
+// derivedLiterals returns prefilter literals for a rule that lists none:
+// those of its regex, else the values of its most selective JSON condition.
+func derivedLiterals(r Rule) []string {
+	if r.Regex != "" {
+		if l := regexLiterals(r.Regex); l != nil {
+			return l
+		}
+	}
+	var best []string
+	bestScore := 0
+	for _, c := range r.JSON {
+		vals := c.Equals
+		if len(vals) == 0 {
+			vals = c.Contains
+		}
+		if len(vals) == 0 {
+			continue
+		}
+		s := litSet{strs: vals}.score()
+		if s >= minLiteral && s > bestScore {
+			best, bestScore = vals, s
+		}
+	}
+	return best
+}
+
+func (m *Matcher) buildPrefilter() {
+	var patterns [][]byte
+	ids := map[string]int{}
+	for ri, r := range m.rules {
+		for _, l := range r.Literals {
+			folded := make([]byte, len(l))
+			for i := range len(l) {
+				folded[i] = fold(l[i])
+			}
+			id, ok := ids[string(folded)]
+			if !ok {
+				id = len(patterns)
+				ids[string(folded)] = id
+				patterns = append(patterns, folded)
+				m.refs = append(m.refs, nil)
+			}
+			ref := litRef{rule: int32(ri)}
+			if r.CaseSensitive {
+				ref.exact = []byte(l)
+			}
+			m.refs[id] = append(m.refs[id], ref)
+		}
+	}
+	if len(patterns) > 0 {
+		m.pf = newPrefilter(patterns)
+	}
+}
+
+// Rules returns the active rules in the order the matcher tries them, with
+// derived literals filled in.
+func (m *Matcher) Rules() []Rule {
+	out := make([]Rule, len(m.rules))
+	for i, r := range m.rules {
+		out[i] = r.Rule
+	}
+	return out
+}
+
+// Match appends to dst the Match of the first rule, in rank order, that
+// matches line, and returns the extended slice. It appends at most one
+// Match per line, so counting matches counts lines: auth rules rank before
+// error rules, higher severity before lower, token expiry before other
+// auth failures, then pack order. A line that no literal hits costs one
+// pass of the prefilter and allocates nothing.
+//
+// The Match holds a copy of the line text, so the caller may reuse
+// line.Text.
+func (m *Matcher) Match(line *Line, dst []Match) []Match {
+	return m.match(line, dst, false)
+}
+
+// MatchAll is like Match but appends a Match for every rule that matches,
+// in rank order.
+func (m *Matcher) MatchAll(line *Line, dst []Match) []Match {
+	return m.match(line, dst, true)
+}
+
+func trimCR(b []byte) []byte {
+	if n := len(b); n > 0 && b[n-1] == '\r' {
+		return b[:n-1]
+	}
+	return b
+}
+
+func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
+	if m.pf == nil {
+		return dst
+	}
+	text := trimCR(line.Text)
+	end, state := m.pf.first(text)
+	if end < 0 {
+		return dst
+	}
+
+	setp := m.scratch.Get().(*[]uint64)
+	set := *setp
+	pf := m.pf
+	s := state
+	for {
+		if s >= pf.firstOut {
+			st := s / pf.nclass
+			for _, id := range pf.outIDs[pf.outStart[st]:pf.outStart[st+1]] {
+				for _, ref := range m.refs[id] {
+					if ref.exact != nil && !bytes.Equal(text[end-len(ref.exact):end], ref.exact) {
+						continue
+					}
+					set[ref.rule>>6] |= 1 << (ref.rule & 63)
+				}
+			}
+		}
+		if end >= len(text) {
+			break
+		}
+		s = pf.trans[s+int32(pf.class[text[end]])]
+		end++
+	}
+
+	done := false
+	for w := range set {
+		for set[w] != 0 {
+			b := bits.TrailingZeros64(set[w])
+			set[w] &^= 1 << b
+			if done {
+				continue
+			}
+			r := &m.rules[w*64+b]
+			if match, ok := r.match(line, text); ok {
+				dst = append(dst, match)
+				done = !all
+			}
+		}
+	}
+	m.scratch.Put(setp)
+	return dst
+}
+
+// match evaluates the conditions of r on text, whose literals hit.
+func (r *compiledRule) match(line *Line, text []byte) (Match, bool) {
+	var loc []int
+	if r.re != nil {
+		if r.needsGroups() {
+			loc = r.re.FindSubmatchIndex(text)
+			if loc == nil {
+				return Match{}, false
+			}
+		} else if !r.re.Match(text) {
+			return Match{}, false
+		}
+	}
+	for _, c := range r.json {
+		if !r.fieldHolds(text, c) {
+			return Match{}, false
+		}
+	}
+	for _, l := range r.excludeLi {
+		if r.index(text, l) >= 0 {
+			return Match{}, false
+		}
+	}
+	if r.excludeRe != nil && r.excludeRe.Match(text) {
+		return Match{}, false
+	}
+
+	out := Match{RuleID: r.ID, Category: r.Category, Severity: r.Severity, Line: *line}
+	out.Line.Text = bytes.Clone(text)
+	for i, name := range r.Fields {
+		var v []byte
+		found := false
+		if g := r.groups[i]; g >= 0 && loc != nil && loc[2*g] >= 0 {
+			v, found = text[loc[2*g]:loc[2*g+1]], true
+		} else if g < 0 {
+			v, found = jsonField(text, name)
+		}
+		if !found {
+			continue
+		}
+		if out.Fields == nil {
+			out.Fields = make(map[string]string, len(r.Fields))
+		}
+		out.Fields[name] = string(Mask(v))
+	}
+	return out, true
+}
+
+func (r *compiledRule) needsGroups() bool {
+	for _, g := range r.groups {
+		if g >= 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *compiledRule) index(text, lit []byte) int {
+	if r.CaseSensitive {
+		return bytes.Index(text, lit)
+	}
+	return indexFold(text, lit)
+}
+
+func (r *compiledRule) fieldHolds(text []byte, c FieldCondition) bool {
+	v, ok := jsonField(text, c.Field)
+	if !ok {
+		return false
+	}
+	if len(c.Equals) > 0 {
+		for _, want := range c.Equals {
+			if r.CaseSensitive && string(v) == want || !r.CaseSensitive && equalFold(v, want) {
+				return true
+			}
+		}
+		return false
+	}
+	if len(c.Contains) > 0 {
+		for _, want := range c.Contains {
+			if r.index(v, []byte(want)) >= 0 {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+func equalFold(a []byte, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if fold(a[i]) != fold(b[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// indexFold is bytes.Index ignoring ASCII case, without allocating.
+func indexFold(s, sub []byte) int {
+	n := len(sub)
+	if n == 0 {
+		return 0
+	}
+	first := fold(sub[0])
+	for i := 0; i+n <= len(s); i++ {
+		if fold(s[i]) != first {
+			continue
+		}
+		j := 1
+		for j < n && fold(s[i+j]) == fold(sub[j]) {
+			j++
+		}
+		if j == n {
+			return i
+		}
+	}
+	return -1
+}

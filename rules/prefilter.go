@@ -1,0 +1,165 @@
+package rules
+
+// prefilter is an Aho-Corasick automaton over ASCII-case-folded bytes,
+// compiled into a full DFA over byte classes. Bytes that occur in no
+// pattern share class 0, so the transition table stays small. States are
+// numbered so that every state with an output is >= firstOut, which lets
+// the scan loop test for a hit with one comparison.
+type prefilter struct {
+	class    [256]uint8
+	nclass   int32
+	trans    []int32 // trans[state*nclass+class] is the next state times nclass
+	firstOut int32   // premultiplied id of the first state with an output
+	outStart []int32 // per state (not premultiplied): outputs are outIDs[outStart[s]:outStart[s+1]]
+	outIDs   []int32 // pattern ids
+	patLen   []int32 // per pattern, its length in bytes
+}
+
+func fold(b byte) byte {
+	if 'A' <= b && b <= 'Z' {
+		return b + 'a' - 'A'
+	}
+	return b
+}
+
+// newPrefilter builds the automaton for patterns, which must be non-empty.
+// Pattern i is reported as id i.
+func newPrefilter(patterns [][]byte) *prefilter {
+	p := &prefilter{}
+
+	// Byte classes: one per distinct folded byte that occurs in a pattern.
+	var classOf [256]uint8
+	n := 1
+	for _, pat := range patterns {
+		for _, b := range pat {
+			f := fold(b)
+			if classOf[f] == 0 {
+				classOf[f] = uint8(n)
+				n++
+			}
+		}
+	}
+	for b := range 256 {
+		p.class[b] = classOf[fold(byte(b))]
+	}
+	p.nclass = int32(n)
+	nc := n
+
+	// Trie.
+	type node struct {
+		next []int32 // by class, -1 when absent
+		fail int32
+		out  []int32
+	}
+	newNode := func() node {
+		next := make([]int32, nc)
+		for i := range next {
+			next[i] = -1
+		}
+		return node{next: next}
+	}
+	nodes := []node{newNode()}
+	p.patLen = make([]int32, len(patterns))
+	for id, pat := range patterns {
+		s := int32(0)
+		for _, b := range pat {
+			c := p.class[b]
+			if nodes[s].next[c] < 0 {
+				nodes = append(nodes, newNode())
+				nodes[s].next[c] = int32(len(nodes) - 1)
+			}
+			s = nodes[s].next[c]
+		}
+		nodes[s].out = append(nodes[s].out, int32(id))
+		p.patLen[id] = int32(len(pat))
+	}
+
+	// Failure links by breadth-first search, completing the DFA as we go.
+	queue := make([]int32, 0, len(nodes))
+	for c := range nc {
+		t := nodes[0].next[c]
+		if t < 0 {
+			nodes[0].next[c] = 0
+			continue
+		}
+		nodes[t].fail = 0
+		queue = append(queue, t)
+	}
+	for len(queue) > 0 {
+		s := queue[0]
+		queue = queue[1:]
+		f := nodes[s].fail
+		nodes[s].out = append(nodes[s].out, nodes[f].out...)
+		for c := range nc {
+			t := nodes[s].next[c]
+			if t < 0 {
+				nodes[s].next[c] = nodes[f].next[c]
+				continue
+			}
+			nodes[t].fail = nodes[f].next[c]
+			queue = append(queue, t)
+		}
+	}
+
+	// Renumber: states without outputs first.
+	order := make([]int32, 0, len(nodes))
+	for s := range nodes {
+		if len(nodes[s].out) == 0 {
+			order = append(order, int32(s))
+		}
+	}
+	p.firstOut = int32(len(order)) * p.nclass
+	for s := range nodes {
+		if len(nodes[s].out) > 0 {
+			order = append(order, int32(s))
+		}
+	}
+	newID := make([]int32, len(nodes))
+	for i, s := range order {
+		newID[s] = int32(i)
+	}
+	p.trans = make([]int32, len(nodes)*nc)
+	p.outStart = make([]int32, len(nodes)+1)
+	for i, s := range order {
+		for c := range nc {
+			p.trans[i*nc+c] = newID[nodes[s].next[c]] * p.nclass
+		}
+		p.outStart[i] = int32(len(p.outIDs))
+		p.outIDs = append(p.outIDs, nodes[s].out...)
+	}
+	p.outStart[len(nodes)] = int32(len(p.outIDs))
+	return p
+}
+
+// first returns the end offset (exclusive) of the first pattern occurrence
+// in text, and the state reached there, or -1 when no pattern occurs.
+func (p *prefilter) first(text []byte) (int, int32) {
+	s := int32(0)
+	trans := p.trans
+	for i, b := range text {
+		s = trans[s+int32(p.class[b])]
+		if s >= p.firstOut {
+			return i + 1, s
+		}
+	}
+	return -1, 0
+}
+
+// each calls fn for every pattern occurrence that ends at or after offset
+// end, starting from the state that first returned. fn receives the pattern
+// id and the end offset of the occurrence.
+func (p *prefilter) each(text []byte, end int, s int32, fn func(id int32, end int)) {
+	for {
+		if s >= p.firstOut {
+			st := s / p.nclass
+			for _, id := range p.outIDs[p.outStart[st]:p.outStart[st+1]] {
+				fn(id, end)
+			}
+		}
+		if end >= len(text) {
+			return
+		}
+		s = p.trans[s+int32(p.class[text[end]])]
+		end++
+	}
+}
