@@ -1,0 +1,361 @@
+package alerting
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/authwatch/authwatch/incident"
+)
+
+// Options configures a Dispatcher.
+type Options struct {
+	// Config is the alerting section; New validates it and reads the
+	// secrets it names.
+	Config     Config
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	// HTTPClient makes every request; nil uses a client with no global
+	// state. Each request also has its own timeout.
+	HTTPClient *http.Client
+	// Version goes into the User-Agent header.
+	Version string
+	// Backoff bounds retry waits; zero values mean 1s to 1m.
+	Backoff Backoff
+	// Now returns the current time; nil uses time.Now.
+	Now func() time.Time
+}
+
+// Dispatcher fans incident events out to the configured notifiers, each
+// with its own queue, so a slow Slack never delays a webhook.
+type Dispatcher struct {
+	logger   *slog.Logger
+	metrics  *metrics
+	redactor *Redactor
+	backoff  Backoff
+	now      func() time.Time
+	version  string
+	once     logOnce
+
+	slack    *slackNotifier
+	am       *alertmanagerNotifier
+	webhooks []*webhookNotifier
+
+	mu      sync.Mutex // guards results
+	results map[string]Result
+}
+
+// Result is the outcome of the last delivery on one channel.
+type Result struct {
+	Sent, Failed int
+	LastErr      error
+}
+
+// New validates opts, reads the credentials and returns a dispatcher that
+// queues events until Run starts delivering them.
+func New(opts Options) (*Dispatcher, error) {
+	var missing []string
+	if opts.Logger == nil {
+		missing = append(missing, "Logger")
+	}
+	if opts.Registerer == nil {
+		missing = append(missing, "Registerer")
+	}
+	if len(missing) > 0 {
+		return nil, fmt.Errorf("alerting: Options.%v required", missing)
+	}
+	cfg := opts.Config
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m, err := newMetrics(opts.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	d := &Dispatcher{
+		logger:   opts.Logger.With("component", "alerting"),
+		metrics:  m,
+		redactor: &Redactor{},
+		backoff:  opts.Backoff.orDefault(),
+		now:      opts.Now,
+		version:  opts.Version,
+		results:  map[string]Result{},
+	}
+	if d.now == nil {
+		d.now = time.Now
+	}
+	if d.version == "" {
+		d.version = "dev"
+	}
+	client := opts.HTTPClient
+	if client == nil {
+		client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	}
+	if cfg.Slack != nil {
+		if d.slack, err = newSlackNotifier(d, *cfg.Slack, client); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.Alertmanager != nil {
+		d.am = newAlertmanagerNotifier(d, *cfg.Alertmanager, client)
+	}
+	for i, w := range cfg.Webhooks {
+		n, err := newWebhookNotifier(d, w, fmt.Sprintf("alerting.webhooks[%d]", i), client)
+		if err != nil {
+			return nil, err
+		}
+		d.webhooks = append(d.webhooks, n)
+	}
+	return d, nil
+}
+
+// Redactor returns the redactor that knows every configured credential,
+// for callers that print text derived from incidents.
+func (d *Dispatcher) Redactor() *Redactor { return d.redactor }
+
+// Notify queues the events for every notifier that takes them. It never
+// blocks on the network.
+func (d *Dispatcher) Notify(events ...incident.Event) {
+	for _, ev := range events {
+		if d.slack != nil {
+			d.slack.handle(ev)
+		}
+		if d.am != nil {
+			d.am.handle(ev)
+		}
+		for _, w := range d.webhooks {
+			w.handle(ev)
+		}
+	}
+}
+
+// Run delivers queued events until ctx ends. Undelivered events stay
+// queued; Export returns them for the checkpoint.
+func (d *Dispatcher) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	if d.slack != nil {
+		wg.Go(func() { d.slack.run(ctx) })
+	}
+	if d.am != nil {
+		wg.Go(func() { d.am.run(ctx) })
+	}
+	for _, w := range d.webhooks {
+		wg.Go(func() { w.run(ctx) })
+	}
+	wg.Wait()
+	return nil
+}
+
+// Ready reports whether the Slack credential passed its last check; the
+// other notifiers have no credential check and are always ready.
+func (d *Dispatcher) Ready() error {
+	if d.slack == nil || d.slack.client == nil {
+		return nil
+	}
+	return d.slack.ready()
+}
+
+// Idle reports whether every queue is empty.
+func (d *Dispatcher) Idle() bool {
+	if d.slack != nil && !d.slack.idle() {
+		return false
+	}
+	if d.am != nil && d.am.queue.len() > 0 {
+		return false
+	}
+	for _, w := range d.webhooks {
+		if w.queue.len() > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+func (d *Dispatcher) record(channel string, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := d.results[channel]
+	if err == nil {
+		r.Sent++
+	} else {
+		r.Failed++
+		r.LastErr = err
+	}
+	d.results[channel] = r
+}
+
+// Results returns the delivery outcomes per channel since New.
+func (d *Dispatcher) Results() map[string]Result {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]Result, len(d.results))
+	for k, v := range d.results {
+		out[k] = v
+	}
+	return out
+}
+
+// Channels returns the metric channel names of the configured notifiers.
+func (d *Dispatcher) Channels() []string {
+	var out []string
+	if d.slack != nil {
+		for ch := range d.slack.queues {
+			out = append(out, "slack:"+ch)
+		}
+	}
+	if d.am != nil {
+		out = append(out, amLabel)
+	}
+	for _, w := range d.webhooks {
+		out = append(out, w.label)
+	}
+	sortStrings(out)
+	return out
+}
+
+// Preview renders the Slack messages for ev as Block Kit JSON without
+// sending anything: the parent message, and for an update or resolve the
+// thread reply too.
+func (d *Dispatcher) Preview(ev incident.Event) ([]byte, error) {
+	n := d.slack
+	if n == nil {
+		n = &slackNotifier{d: d, cfg: SlackConfig{}, logger: d.logger, redactor: d.redactor, once: &d.once}
+	}
+	in := ev.Incident
+	var msgs []message
+	switch ev.Transition {
+	case incident.Opened:
+		msgs = append(msgs, n.incidentMessage(&in, false))
+	case incident.Updated:
+		msgs = append(msgs, n.incidentMessage(&in, false), n.updateMessage(&in, 1))
+	case incident.Resolved:
+		msgs = append(msgs, n.incidentMessage(&in, true), n.resolvedReply(&in))
+	default:
+		return nil, errors.New("alerting: preview needs an opened, updated or resolved event")
+	}
+	type out struct {
+		Text   string        `json:"text"`
+		Blocks []interface{} `json:"blocks"`
+	}
+	var res []out
+	for _, m := range msgs {
+		o := out{Text: m.Text}
+		for _, b := range m.Blocks {
+			o.Blocks = append(o.Blocks, b)
+		}
+		res = append(res, o)
+	}
+	return json.MarshalIndent(res, "", "  ")
+}
+
+// State is what the checkpoint keeps for alerting: Slack threads (so
+// replies and resolves land in the same thread after a restart) and every
+// queued, undelivered request.
+type State struct {
+	Version     int                   `json:"version"`
+	Threads     map[string]*Thread    `json:"threads,omitempty"`
+	SlackQueues map[string][]slackJob `json:"slack_queues,omitempty"`
+	OpenAlerts  []incident.Incident   `json:"open_alerts,omitempty"`
+	AlertPushes []amPush              `json:"alert_pushes,omitempty"`
+	Deliveries  map[string][]delivery `json:"deliveries,omitempty"`
+}
+
+// Export returns the state to checkpoint. Call it while Run is stopped, or
+// accept that a request in flight may be delivered twice after a restart
+// (webhook receivers drop it by delivery id).
+func (d *Dispatcher) Export() State {
+	s := State{Version: 1}
+	if n := d.slack; n != nil {
+		n.mu.Lock()
+		s.Threads = map[string]*Thread{}
+		for id, th := range n.threads {
+			c := *th
+			s.Threads[id] = &c
+		}
+		n.mu.Unlock()
+		s.SlackQueues = map[string][]slackJob{}
+		for ch, q := range n.queues {
+			if jobs := q.snapshot(); len(jobs) > 0 {
+				s.SlackQueues[ch] = jobs
+			}
+		}
+	}
+	if a := d.am; a != nil {
+		a.mu.Lock()
+		for _, in := range a.open {
+			s.OpenAlerts = append(s.OpenAlerts, in)
+		}
+		a.mu.Unlock()
+		s.AlertPushes = a.queue.snapshot()
+	}
+	for _, w := range d.webhooks {
+		if q := w.queue.snapshot(); len(q) > 0 {
+			if s.Deliveries == nil {
+				s.Deliveries = map[string][]delivery{}
+			}
+			s.Deliveries[w.cfg.Name] = q
+		}
+	}
+	return s
+}
+
+// Import restores s before Run. Threads and queued requests for channels
+// or webhooks that are no longer configured are dropped and logged.
+func (d *Dispatcher) Import(s State) error {
+	if s.Version != 1 {
+		return fmt.Errorf("alerting: checkpoint version %d is not supported (want 1): delete the alerting section of the checkpoint to start afresh", s.Version)
+	}
+	if n := d.slack; n != nil {
+		n.mu.Lock()
+		for id, th := range s.Threads {
+			if _, ok := n.queues[th.Channel]; !ok {
+				d.logger.Warn("slack thread dropped from checkpoint: channel no longer configured", "channel", th.Channel, "incident", id)
+				continue
+			}
+			th.ReplyQueued = false
+			n.threads[id] = th
+		}
+		n.mu.Unlock()
+		for ch, jobs := range s.SlackQueues {
+			q, ok := n.queues[ch]
+			if !ok {
+				d.logger.Warn("slack jobs dropped from checkpoint: channel no longer configured", "channel", ch, "jobs", len(jobs))
+				continue
+			}
+			for _, j := range jobs {
+				if j.Kind == jobReply {
+					// Replies are re-queued by the update timer from the
+					// thread's dirty flag.
+					if th := n.threads[j.Incident]; th != nil {
+						th.Dirty = true
+					}
+					continue
+				}
+				q.push(j)
+			}
+		}
+	}
+	if a := d.am; a != nil {
+		a.mu.Lock()
+		for _, in := range s.OpenAlerts {
+			a.open[in.ID] = in
+		}
+		a.mu.Unlock()
+		for _, p := range s.AlertPushes {
+			a.queue.push(p)
+		}
+	}
+	for _, w := range d.webhooks {
+		for _, dl := range s.Deliveries[w.cfg.Name] {
+			w.queue.push(dl)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,66 @@
+package alerting
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics are the delivery metrics shared by all notifiers. The channel
+// label is "slack:<channel>", "alertmanager" or "webhook:<name>", all
+// from the configuration, so its values are bounded.
+type metrics struct {
+	notifications *prometheus.CounterVec
+	failures      *prometheus.CounterVec
+	retries       *prometheus.CounterVec
+	queue         *prometheus.GaugeVec
+	latency       *prometheus.HistogramVec
+	slackAuth     prometheus.Gauge
+}
+
+func newMetrics(reg prometheus.Registerer) (*metrics, error) {
+	m := &metrics{
+		notifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authwatch_notifications_total",
+			Help: "Notifications by channel and result (sent, failed).",
+		}, []string{"channel", "result"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authwatch_notification_failures_total",
+			Help: "Failed notification attempts by channel and reason, retried ones included.",
+		}, []string{"channel", "reason"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "authwatch_notification_retries_total",
+			Help: "Notification attempts that were retries, by channel.",
+		}, []string{"channel"}),
+		queue: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "authwatch_notification_queue_length",
+			Help: "Notifications waiting for delivery, by channel.",
+		}, []string{"channel"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "authwatch_notification_delivery_seconds",
+			Help:    "Time from an incident transition to its delivery, by channel.",
+			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
+		}, []string{"channel"}),
+		slackAuth: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "authwatch_slack_auth_ok",
+			Help: "1 when the last Slack credential check (auth.test) succeeded, else 0.",
+		}),
+	}
+	var errs []error
+	for _, c := range []prometheus.Collector{m.notifications, m.failures, m.retries, m.queue, m.latency, m.slackAuth} {
+		errs = append(errs, reg.Register(c))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, fmt.Errorf("alerting: register metrics: %w", err)
+	}
+	return m, nil
+}
+
+func (m *metrics) initChannel(ch string) {
+	m.notifications.WithLabelValues(ch, "sent")
+	m.notifications.WithLabelValues(ch, "failed")
+	m.retries.WithLabelValues(ch)
+	m.queue.WithLabelValues(ch)
+	m.latency.WithLabelValues(ch)
+}

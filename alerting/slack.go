@@ -1,0 +1,514 @@
+package alerting
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/slack-go/slack"
+
+	"github.com/authwatch/authwatch/incident"
+	"github.com/authwatch/authwatch/internal/secret"
+)
+
+// errSlackTimeout is the cause of a Slack request that ran out of time.
+var errSlackTimeout = errors.New("slack request timed out")
+
+const slackRequestTimeout = 15 * time.Second
+
+type slackJobKind uint8
+
+const (
+	jobParent slackJobKind = iota + 1
+	jobReply
+	jobResolveReply
+	jobResolveEdit
+)
+
+// slackJob is one Slack request to make. The content is rendered from the
+// thread's latest snapshot when the job runs, so a late job carries the
+// latest counts.
+type slackJob struct {
+	Kind     slackJobKind `json:"kind"`
+	Incident string       `json:"incident"`
+	Since    time.Time    `json:"since"`
+}
+
+// Thread is the Slack state of one incident, kept in the checkpoint so a
+// restart replies in the same thread.
+type Thread struct {
+	// Channel is the configured channel the incident routes to, and
+	// ChannelID the ID that Slack returned for the parent message, which
+	// chat.update needs.
+	Channel   string            `json:"channel"`
+	ChannelID string            `json:"channel_id,omitempty"`
+	TS        string            `json:"ts,omitempty"`
+	Incident  incident.Incident `json:"incident"`
+	// RepliedCount is the incident count at the last message; LastReply
+	// is when it went out.
+	RepliedCount int       `json:"replied_count"`
+	LastReply    time.Time `json:"last_reply,omitzero"`
+	Dirty        bool      `json:"dirty,omitempty"`
+	ReplyQueued  bool      `json:"reply_queued,omitempty"`
+	Resolved     bool      `json:"resolved,omitempty"`
+}
+
+// slackNotifier posts incidents to Slack. With a bot token each incident
+// gets a thread; with an incoming webhook each transition is one message.
+type slackNotifier struct {
+	d        *Dispatcher
+	cfg      SlackConfig
+	logger   *slog.Logger
+	redactor *Redactor
+	once     *logOnce
+	client   *slack.Client // nil in webhook mode
+	hookURL  secret.Value
+	http     *http.Client
+
+	queues map[string]*queue[slackJob] // by configured channel; fixed after construction
+
+	mu      sync.Mutex // guards threads and authErr
+	threads map[string]*Thread
+	authErr error
+}
+
+func newSlackNotifier(d *Dispatcher, cfg SlackConfig, httpClient *http.Client) (*slackNotifier, error) {
+	n := &slackNotifier{
+		d:        d,
+		cfg:      cfg,
+		logger:   d.logger.With("notifier", "slack"),
+		redactor: d.redactor,
+		once:     &d.once,
+		http:     httpClient,
+		queues:   map[string]*queue[slackJob]{},
+		threads:  map[string]*Thread{},
+	}
+	if cfg.TokenFile != "" || cfg.TokenEnv != "" {
+		token, err := loadSecret("alerting.slack", "token", cfg.TokenFile, cfg.TokenEnv)
+		if err != nil {
+			return nil, err
+		}
+		d.redactor.Add(token)
+		opts := []slack.Option{slack.OptionHTTPClient(httpClient)}
+		if cfg.APIURL != "" {
+			opts = append(opts, slack.OptionAPIURL(cfg.APIURL))
+		}
+		n.client = slack.New(token.Reveal(), opts...)
+		n.addQueue(cfg.Channel)
+		for _, r := range cfg.Routes {
+			n.addQueue(r.Channel)
+		}
+		// Readiness fails until the first auth.test passes.
+		n.authErr = errors.New("slack: credentials not checked yet")
+	} else {
+		hook, err := loadSecret("alerting.slack", "webhook_url", cfg.WebhookURLFile, cfg.WebhookURLEnv)
+		if err != nil {
+			return nil, err
+		}
+		d.redactor.Add(hook)
+		n.hookURL = hook
+		n.addQueue("webhook")
+	}
+	return n, nil
+}
+
+func (n *slackNotifier) addQueue(ch string) {
+	if _, ok := n.queues[ch]; ok {
+		return
+	}
+	label := "slack:" + ch
+	n.d.metrics.initChannel(label)
+	n.queues[ch] = newQueue[slackJob](func(l int) { n.d.metrics.queue.WithLabelValues(label).Set(float64(l)) })
+}
+
+func (n *slackNotifier) route(k incident.Key) string {
+	if n.client == nil {
+		return "webhook"
+	}
+	for _, r := range n.cfg.Routes {
+		if r.Match.Matches(k) {
+			return r.Channel
+		}
+	}
+	return n.cfg.Channel
+}
+
+// handle records ev and queues the Slack requests it needs. Folded
+// incidents are skipped because their storm summary lists them.
+func (n *slackNotifier) handle(ev incident.Event) {
+	in := ev.Incident
+	if in.Folded {
+		return
+	}
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	th := n.threads[in.ID]
+	if th == nil {
+		if ev.Transition == incident.Resolved && !in.IsStorm() && in.FiredAt.IsZero() {
+			return
+		}
+		th = &Thread{Channel: n.route(in.Key), Incident: in}
+		n.threads[in.ID] = th
+		n.push(th, jobParent, ev.Time)
+		if ev.Transition == incident.Opened {
+			return
+		}
+	}
+	th.Incident = in
+	switch ev.Transition {
+	case incident.Updated:
+		th.Dirty = true
+	case incident.Resolved:
+		th.Resolved = true
+		th.Dirty = false
+		n.push(th, jobResolveReply, ev.Time)
+		n.push(th, jobResolveEdit, ev.Time)
+	}
+}
+
+func (n *slackNotifier) push(th *Thread, kind slackJobKind, at time.Time) {
+	n.queues[th.Channel].push(slackJob{Kind: kind, Incident: th.Incident.ID, Since: at})
+}
+
+// flushUpdates queues a reply for every thread with new matches whose last
+// message is at least UpdateInterval old.
+func (n *slackNotifier) flushUpdates(now time.Time) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	for _, th := range n.threads {
+		if th.Dirty && !th.ReplyQueued && !th.Resolved && !th.LastReply.IsZero() && now.Sub(th.LastReply) >= n.cfg.UpdateInterval {
+			th.Dirty = false
+			th.ReplyQueued = true
+			n.push(th, jobReply, now)
+		}
+	}
+}
+
+func (n *slackNotifier) run(ctx context.Context) {
+	var wg sync.WaitGroup
+	for ch, q := range n.queues {
+		wg.Go(func() { n.runQueue(ctx, ch, q) })
+	}
+	if n.client != nil {
+		wg.Go(func() { n.runAuthCheck(ctx) })
+	}
+	wg.Go(func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				n.flushUpdates(n.d.now())
+			}
+		}
+	})
+	wg.Wait()
+}
+
+func (n *slackNotifier) runQueue(ctx context.Context, ch string, q *queue[slackJob]) {
+	for {
+		job, ok := q.peek(ctx)
+		if !ok {
+			return
+		}
+		err := n.do(ctx, ch, job)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			n.logger.Debug("slack job dropped", "channel", ch, "incident", job.Incident, "err", err)
+		}
+		q.pop()
+		if !sleep(ctx, n.cfg.MessageInterval) {
+			return
+		}
+	}
+}
+
+// do makes the request for job with retries. It returns ctx.Err() when
+// ctx ended so the job stays queued.
+func (n *slackNotifier) do(ctx context.Context, ch string, job slackJob) error {
+	n.mu.Lock()
+	th := n.threads[job.Incident]
+	if th == nil {
+		n.mu.Unlock()
+		return fmt.Errorf("slack: no thread for incident %s", job.Incident)
+	}
+	in := th.Incident
+	ts, chID, replied := th.TS, th.ChannelID, th.RepliedCount
+	n.mu.Unlock()
+
+	label := "slack:" + ch
+	textOnly := false
+	var sentTS, sentCh string
+	send := func(ctx context.Context) error {
+		var msg message
+		threadTS := ""
+		switch job.Kind {
+		case jobParent:
+			msg = n.incidentMessage(&in, false)
+		case jobReply:
+			msg = n.updateMessage(&in, replied)
+			threadTS = ts
+		case jobResolveReply:
+			msg = n.resolvedReply(&in)
+			threadTS = ts
+		case jobResolveEdit:
+			if ts == "" {
+				return nil
+			}
+			msg = n.incidentMessage(&in, true)
+		}
+		if threadTS == "" && job.Kind != jobParent && job.Kind != jobResolveEdit && n.client != nil {
+			// The parent never went out: post this one as the parent so the
+			// incident is still seen.
+			msg = n.incidentMessage(&in, job.Kind == jobResolveReply)
+		}
+		if textOnly {
+			msg.Blocks = nil
+		}
+		var err error
+		sentCh, sentTS, err = n.post(ctx, ch, chID, threadTS, job.Kind == jobResolveEdit, ts, msg)
+		if isSlackError(err, "invalid_blocks") && !textOnly {
+			// Blocks are cut to Slack's limits, so this points at a limit
+			// we do not know about; the text alone still informs.
+			n.once.log(n.logger, "invalid_blocks", "slack rejected blocks, sending text only", "channel", ch, "err", err)
+			textOnly = true
+			sentCh, sentTS, err = n.post(ctx, ch, chID, threadTS, job.Kind == jobResolveEdit, ts, message{Text: msg.Text})
+		}
+		return err
+	}
+	err := n.d.attempt(ctx, label, job.Since, 0, send, n.classify)
+	if err != nil {
+		if ctx.Err() == nil {
+			var v = n.classify(err)
+			n.once.log(n.logger, label+" "+v.reason, "slack notification failed permanently",
+				"channel", ch, "incident", in.ID, "reason", v.reason, "fix", slackFix(v.reason, ch), "err", err)
+			n.setAuthErr(v.reason, err)
+		}
+		n.finish(job, "", "")
+		return err
+	}
+	n.finish(job, sentCh, sentTS)
+	return nil
+}
+
+// finish updates the thread after a job, successful or not.
+func (n *slackNotifier) finish(job slackJob, channelID, ts string) {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	th := n.threads[job.Incident]
+	if th == nil {
+		return
+	}
+	now := n.d.now()
+	switch job.Kind {
+	case jobParent:
+		th.LastReply = now
+		th.RepliedCount = th.Incident.Count
+		if ts != "" {
+			th.TS, th.ChannelID = ts, channelID
+		}
+	case jobReply:
+		th.ReplyQueued = false
+		th.LastReply = now
+		th.RepliedCount = th.Incident.Count
+		if th.TS == "" && ts != "" {
+			th.TS, th.ChannelID = ts, channelID
+		}
+	case jobResolveReply:
+		if th.TS == "" && ts != "" {
+			// The resolve went out as the parent; nothing is left to edit.
+			th.TS, th.ChannelID = ts, channelID
+		}
+	case jobResolveEdit:
+		delete(n.threads, job.Incident)
+	}
+	if n.client == nil && job.Kind == jobResolveReply {
+		delete(n.threads, job.Incident)
+	}
+}
+
+// post sends one message. With edit set it updates the message ts in
+// channelID instead of posting.
+func (n *slackNotifier) post(ctx context.Context, ch, channelID, threadTS string, edit bool, ts string, msg message) (string, string, error) {
+	ctx, cancel := context.WithTimeoutCause(ctx, slackRequestTimeout, errSlackTimeout)
+	defer cancel()
+	if n.client == nil {
+		wm := &slack.WebhookMessage{Text: msg.Text}
+		if len(msg.Blocks) > 0 {
+			wm.Blocks = &slack.Blocks{BlockSet: msg.Blocks}
+		}
+		return "", "", slack.PostWebhookCustomHTTPContext(ctx, n.hookURL.Reveal(), n.http, wm)
+	}
+	opts := []slack.MsgOption{slack.MsgOptionText(msg.Text, false)}
+	if len(msg.Blocks) > 0 {
+		opts = append(opts, slack.MsgOptionBlocks(msg.Blocks...))
+	}
+	if edit {
+		_, _, _, err := n.client.UpdateMessageContext(ctx, channelID, ts, opts...)
+		return channelID, ts, err
+	}
+	if threadTS != "" {
+		opts = append(opts, slack.MsgOptionTS(threadTS))
+		ch = channelID
+	}
+	return n.client.PostMessageContext(ctx, ch, opts...)
+}
+
+func isSlackError(err error, code string) bool {
+	var se slack.SlackErrorResponse
+	return errors.As(err, &se) && se.Err == code
+}
+
+// slackRetryable lists the "ok": false errors that a later attempt can
+// fix.
+var slackRetryable = map[string]bool{
+	"ratelimited": true, "rate_limited": true, "internal_error": true, "fatal_error": true,
+	"service_unavailable": true, "request_timeout": true, "team_added_to_org": true,
+}
+
+// slackReasons lists the "ok": false errors used as metric reasons as
+// they are; any other becomes "slack_error".
+var slackReasons = map[string]bool{
+	"invalid_auth": true, "not_authed": true, "account_inactive": true, "token_revoked": true,
+	"token_expired": true, "channel_not_found": true, "not_in_channel": true, "is_archived": true,
+	"missing_scope": true, "invalid_blocks": true, "msg_too_long": true, "message_not_found": true,
+	"cant_update_message": true, "ratelimited": true, "internal_error": true, "fatal_error": true,
+	"service_unavailable": true, "request_timeout": true,
+}
+
+func (n *slackNotifier) classify(err error) verdict {
+	var rl *slack.RateLimitedError
+	if errors.As(err, &rl) {
+		return verdict{reason: "rate_limited", retry: true, wait: max(rl.RetryAfter, time.Second)}
+	}
+	var sc slack.StatusCodeError
+	if errors.As(err, &sc) {
+		switch {
+		case sc.Code == http.StatusTooManyRequests:
+			// A 429 without Retry-After.
+			return verdict{reason: "rate_limited", retry: true, wait: n.cfg.RetryAfter}
+		case sc.Code >= 500 || sc.Code == http.StatusRequestTimeout:
+			return verdict{reason: "server_error", retry: true}
+		case n.client == nil && sc.Code == http.StatusForbidden:
+			return verdict{reason: "invalid_auth"}
+		case n.client == nil && sc.Code == http.StatusNotFound:
+			return verdict{reason: "channel_not_found"}
+		case n.client == nil && sc.Code == http.StatusGone:
+			return verdict{reason: "is_archived"}
+		}
+		return verdict{reason: fmt.Sprintf("http_%d", sc.Code)}
+	}
+	var se slack.SlackErrorResponse
+	if errors.As(err, &se) {
+		reason := se.Err
+		if !slackReasons[reason] {
+			reason = "slack_error"
+		}
+		if se.Err == "ratelimited" || se.Err == "rate_limited" {
+			return verdict{reason: "rate_limited", retry: true, wait: n.cfg.RetryAfter}
+		}
+		return verdict{reason: reason, retry: slackRetryable[se.Err]}
+	}
+	var ne net.Error
+	if errors.Is(err, errSlackTimeout) || errors.Is(err, context.DeadlineExceeded) || (errors.As(err, &ne) && ne.Timeout()) {
+		return verdict{reason: "timeout", retry: true}
+	}
+	// Connection refused or reset, DNS failures: the network may recover.
+	return verdict{reason: "network", retry: true}
+}
+
+// slackFix returns what an operator does about a permanent Slack error.
+func slackFix(reason, ch string) string {
+	switch reason {
+	case "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired":
+		return "the Slack credential is invalid or revoked: put a valid bot token (xoxb-…) or webhook URL in the file or variable named by alerting.slack"
+	case "channel_not_found":
+		return fmt.Sprintf("channel %q does not exist or the app cannot see it: fix alerting.slack.channel or routes, or use the channel ID", ch)
+	case "not_in_channel":
+		return fmt.Sprintf("invite the app to %s (/invite @app) or give it the chat:write.public scope", ch)
+	case "is_archived":
+		return fmt.Sprintf("channel %s is archived: unarchive it or route the incidents elsewhere", ch)
+	case "missing_scope":
+		return "add the chat:write scope to the Slack app and reinstall it"
+	}
+	return "see the err field; the message was dropped"
+}
+
+// setAuthErr marks Slack unready when a delivery failed because of the
+// credential.
+func (n *slackNotifier) setAuthErr(reason string, err error) {
+	switch reason {
+	case "invalid_auth", "not_authed", "account_inactive", "token_revoked", "token_expired":
+		n.mu.Lock()
+		n.authErr = err
+		n.mu.Unlock()
+		n.d.metrics.slackAuth.Set(0)
+	}
+}
+
+func (n *slackNotifier) runAuthCheck(ctx context.Context) {
+	t := time.NewTicker(n.cfg.AuthCheckInterval)
+	defer t.Stop()
+	for {
+		n.checkAuth(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (n *slackNotifier) checkAuth(ctx context.Context) {
+	ctx, cancel := context.WithTimeoutCause(ctx, slackRequestTimeout, errSlackTimeout)
+	defer cancel()
+	resp, err := n.client.AuthTestContext(ctx)
+	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {
+		return
+	}
+	err = n.redactor.Error(err)
+	n.mu.Lock()
+	prev := n.authErr
+	n.authErr = err
+	n.mu.Unlock()
+	if err != nil {
+		n.d.metrics.slackAuth.Set(0)
+		if prev == nil || prev.Error() != err.Error() {
+			v := n.classify(err)
+			n.logger.Error("slack credential check failed", "reason", v.reason, "fix", slackFix(v.reason, n.cfg.Channel), "err", err)
+		}
+		return
+	}
+	n.d.metrics.slackAuth.Set(1)
+	if prev != nil {
+		n.logger.Info("slack credential check passed", "team", resp.Team, "bot_user", resp.User)
+	}
+}
+
+// ready returns the last credential check error.
+func (n *slackNotifier) ready() error {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.authErr != nil {
+		return fmt.Errorf("slack: %w", n.authErr)
+	}
+	return nil
+}
+
+func (n *slackNotifier) idle() bool {
+	for _, q := range n.queues {
+		if q.len() > 0 {
+			return false
+		}
+	}
+	return true
+}
