@@ -1,0 +1,332 @@
+package watcher
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/authwatch/authwatch/rules"
+)
+
+// openMode is how the next request reads a container instance.
+type openMode int
+
+const (
+	modeGone     openMode = iota // the instance can no longer be read
+	modeFollow                   // running: follow it
+	modeFinal                    // finished and current: read to the end
+	modePrevious                 // replaced by a newer instance: previous=true
+)
+
+// resolve decides from the pod's status how the instance (name, id) can
+// be read now. It follows the kubelet's rules: without previous=true it
+// serves the current instance, or the last terminated one when the
+// current has not started; with previous=true it serves the last
+// terminated one.
+func resolve(pod *corev1.Pod, name, id string) openMode {
+	if pod == nil {
+		return modeGone
+	}
+	for _, list := range [][]corev1.ContainerStatus{
+		pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses,
+	} {
+		for i := range list {
+			st := &list[i]
+			if st.Name != name {
+				continue
+			}
+			if st.ContainerID == id {
+				if st.State.Running != nil {
+					return modeFollow
+				}
+				return modeFinal
+			}
+			if lt := st.LastTerminationState.Terminated; lt != nil && lt.ContainerID == id {
+				return modePrevious
+			}
+			return modeGone
+		}
+	}
+	return modeGone
+}
+
+// Causes that end a stream from the watchdog timers.
+var (
+	errStall     = errors.New("stream stalled")
+	errMaxAge    = errors.New("stream reached its maximum age")
+	errTimeSlice = errors.New("time slice over")
+)
+
+// outcome is how one request ended.
+type outcome struct {
+	reason    string // a reconnect reason
+	delivered int
+	eof       bool // the server ended the body cleanly
+	err       error
+}
+
+// follow reads one container instance until it is fully read, gone, or
+// ctx ends.
+func (w *Watcher) follow(ctx context.Context, s *stream) {
+	log := w.log.With("namespace", s.source.Namespace, "pod", s.source.Pod,
+		"container", s.source.Container, "container_id", s.source.ContainerID)
+	state := ""
+	setState := func(next string) {
+		if state != "" {
+			w.m.streams.WithLabelValues(state).Dec()
+		}
+		if next != "" {
+			w.m.streams.WithLabelValues(next).Inc()
+		}
+		state = next
+	}
+	defer setState("")
+
+	podKey := s.source.Namespace + "/" + s.source.Pod
+	backoff := time.Duration(0)
+	var lastErr string
+	for attempt := 0; ; attempt++ {
+		pod := w.getPod(podKey)
+		if pod != nil && pod.UID != s.key.podUID {
+			pod = nil
+		}
+		mode := resolve(pod, s.key.container, s.key.containerID)
+		if mode == modeGone {
+			w.finish(s, log, "instance gone")
+			return
+		}
+		setState(stateQueued)
+		if err := w.slots.acquire(ctx, s.source.Node, nil); err != nil {
+			return
+		}
+		setState(stateConnecting)
+		out := w.readOnce(ctx, s, mode, log, setState)
+		w.slots.release(s.source.Node)
+		if ctx.Err() != nil {
+			log.Debug("stream stopped")
+			return
+		}
+		if mode != modeFollow && out.eof {
+			w.finish(s, log, "read to the end")
+			return
+		}
+		if out.reason == reasonTimeSlice {
+			log.Debug("stream yielded its slot")
+			continue
+		}
+		w.m.reconnects.WithLabelValues(out.reason).Inc()
+		// A quiet stream that stalled or aged out is not failing.
+		if out.delivered > 0 || out.reason == reasonMaxAge || out.reason == reasonStall || (out.eof && attempt == 0) {
+			backoff = 0
+		} else {
+			backoff = nextBackoff(backoff, time.Duration(w.cfg.BackoffMin), time.Duration(w.cfg.BackoffMax))
+		}
+		if out.err != nil && out.err.Error() != lastErr {
+			// Log a retry only when its error changes.
+			lastErr = out.err.Error()
+			log.Warn("stream ended, retrying", "reason", out.reason, "err", out.err, "backoff", backoff)
+		} else {
+			log.Debug("stream ended, reopening", "reason", out.reason, "backoff", backoff)
+		}
+		if backoff > 0 {
+			setState(stateBackoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return
+			case <-t.C:
+			}
+		}
+	}
+}
+
+func nextBackoff(prev, lo, hi time.Duration) time.Duration {
+	d := max(lo, prev*2)
+	d = min(d, hi)
+	// Full jitter over the upper half keeps retries of many streams apart.
+	return d/2 + rand.N(d/2+1)
+}
+
+func (w *Watcher) finish(s *stream, log *slog.Logger, why string) {
+	s.mu.Lock()
+	s.res.done = true
+	s.mu.Unlock()
+	w.m.streamsDone.Inc()
+	log.Info("stream finished", "why", why)
+}
+
+// readOnce opens one request and reads it to its end.
+func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *slog.Logger, setState func(string)) outcome {
+	opts := &corev1.PodLogOptions{
+		Container:  s.key.container,
+		Follow:     mode == modeFollow,
+		Previous:   mode == modePrevious,
+		Timestamps: true,
+	}
+	s.mu.Lock()
+	since := s.res.sinceTime()
+	if since.IsZero() {
+		since = s.initialSince
+	}
+	s.res.startReplay()
+	s.mu.Unlock()
+	if !since.IsZero() {
+		opts.SinceTime = &metav1.Time{Time: since}
+	}
+
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	body, err := w.logs.OpenLog(sctx, s.source.Namespace, s.source.Pod, opts)
+	if err != nil {
+		w.m.streamErrors.WithLabelValues("open").Inc()
+		// A NotFound or BadRequest usually means that the pod or the
+		// instance went away after the status check; the next check
+		// decides whether to retry.
+		return outcome{reason: reasonError, err: err}
+	}
+	defer body.Close()
+	w.m.streamsOpened.Inc()
+	setState(stateStreaming)
+	log.Debug("stream opened", "follow", opts.Follow, "previous", opts.Previous, "since", since)
+
+	// Watchdogs: each ends the request by cancelling sctx with a cause.
+	var lastRead atomic.Int64
+	var stallAfter atomic.Int64
+	lastRead.Store(time.Now().UnixNano())
+	stallAfter.Store(int64(w.cfg.StallMax))
+	var stall *time.Timer
+	stall = time.AfterFunc(time.Duration(w.cfg.StallMin), func() {
+		idle := time.Duration(time.Now().UnixNano() - lastRead.Load())
+		limit := time.Duration(stallAfter.Load())
+		if idle >= limit {
+			cancel(errStall)
+			return
+		}
+		stall.Reset(limit - idle)
+	})
+	defer stall.Stop()
+	age := time.AfterFunc(time.Duration(w.cfg.MaxStreamAge), func() { cancel(errMaxAge) })
+	defer age.Stop()
+	if w.cfg.MaxStreams > 0 || w.cfg.MaxStreamsPerNode > 0 {
+		slice := time.Duration(w.cfg.TimeSlice)
+		var yield *time.Timer
+		yield = time.AfterFunc(slice, func() {
+			if w.slots.contended(s.source.Node) {
+				cancel(errTimeSlice)
+				return
+			}
+			yield.Reset(slice)
+		})
+		defer yield.Stop()
+	}
+
+	margin := time.Duration(w.cfg.ResumeMargin)
+	lr := newLineReader(body, w.cfg.MaxLineBytes)
+	line := rules.Line{Source: s.source}
+	var raw rawLine
+	out := outcome{}
+	var kubeletText bool
+	var gap time.Duration // mean gap between lines, for the stall timeout
+	prev := time.Now()
+	for {
+		err := lr.next(&raw)
+		if err != nil {
+			return w.ended(sctx, err, out, kubeletText)
+		}
+		now := time.Now()
+		lastRead.Store(now.UnixNano())
+		if raw.noTimestamp {
+			w.m.dropped.WithLabelValues(dropKubeletText).Inc()
+			w.m.streamErrors.WithLabelValues(reasonKubeletError).Inc()
+			if !kubeletText {
+				log.Warn("kubelet error text in log stream", "text", string(rules.Mask(limitText(raw.text, 256))))
+			}
+			kubeletText = true
+			continue
+		}
+		if raw.partial && mode == modeFollow {
+			// The rest of the line may still come: the reopen reads it whole.
+			return outcome{reason: reasonEOF, delivered: out.delivered, eof: true}
+		}
+
+		// Adapt the stall timeout to the stream's rate.
+		d := now.Sub(prev)
+		prev = now
+		gap = gap - gap/8 + d/8
+		stallAfter.Store(int64(min(max(time.Duration(w.cfg.StallFactor*float64(gap)), time.Duration(w.cfg.StallMin)), time.Duration(w.cfg.StallMax))))
+
+		id := lineID{nanos: raw.time.UnixNano(), hash: hashText(raw.text, raw.truncated)}
+		s.mu.Lock()
+		dup := s.res.seen(id)
+		gapSuspected := !dup && s.res.gapSuspected()
+		s.mu.Unlock()
+		if dup {
+			w.m.deduplicated.Inc()
+			continue
+		}
+		if gapSuspected {
+			w.m.resumeGaps.Inc()
+			log.Warn("resume gap suspected: lines before the resume point were not served again", "since", since)
+		}
+
+		line.Text = raw.text
+		line.Time = raw.time
+		line.Truncated = raw.truncated
+		w.handler.HandleLine(&line)
+
+		s.mu.Lock()
+		s.res.record(id, raw.time, margin)
+		s.mu.Unlock()
+		out.delivered++
+		s.lines.Inc()
+		if raw.truncated {
+			w.m.truncated.Inc()
+		}
+		lag := now.Sub(raw.time)
+		if lag < -time.Second {
+			w.m.futureLines.Inc()
+		}
+		w.m.readLag.Observe(max(lag, 0).Seconds())
+	}
+}
+
+// ended classifies the end of a request.
+func (w *Watcher) ended(sctx context.Context, err error, out outcome, kubeletText bool) outcome {
+	switch cause := context.Cause(sctx); {
+	case errors.Is(cause, errStall):
+		out.reason, out.err = reasonStall, cause
+	case errors.Is(cause, errMaxAge):
+		out.reason = reasonMaxAge
+	case errors.Is(cause, errTimeSlice):
+		out.reason = reasonTimeSlice
+	case errors.Is(err, io.EOF):
+		// Kubelet error text means the body did not end with the log.
+		out.eof = !kubeletText
+		out.reason = reasonEOF
+		if kubeletText {
+			out.reason = reasonKubeletError
+		}
+	default:
+		w.m.streamErrors.WithLabelValues("read").Inc()
+		out.reason, out.err = reasonError, err
+		if kubeletText {
+			out.reason = reasonKubeletError
+		}
+	}
+	return out
+}
+
+func limitText(b []byte, n int) []byte {
+	if len(b) > n {
+		return b[:n]
+	}
+	return b
+}
