@@ -7,7 +7,7 @@ BIN := bin
 KUBE_CACHE ?= $(HOME)/.cache/authwatch
 FUZZTIME ?= 15s
 
-.PHONY: all build test test-unit test-e2e fuzz demo kube-bins bench-scan clean
+.PHONY: all build test test-unit test-e2e fuzz demo kube-bins bench-scan clean lint-deploy deploy-sync
 
 all: build
 
@@ -16,7 +16,7 @@ build:
 
 # The full suite: unit tests with the race detector, short fuzz runs and the
 # end-to-end tests against a real control plane.
-test: test-unit fuzz test-e2e
+test: test-unit lint-deploy fuzz test-e2e
 
 test-unit:
 	$(GO) test -race -count=1 ./...
@@ -34,7 +34,7 @@ fuzz:
 kube-bins:
 	./e2e/kube/build.sh "$(KUBE_CACHE)"
 
-test-e2e: kube-bins build
+test-e2e: kube-bins build $(HELM)
 	AUTHWATCH_KUBE_BIN="$$(./e2e/kube/build.sh --print-dir "$(KUBE_CACHE)")" \
 		$(GO) test -tags e2e -count=1 -timeout 30m ./e2e/...
 
@@ -42,6 +42,29 @@ demo: kube-bins build
 
 bench-scan: build
 	./bench/scan.sh
+
+# Helm is a Go tool of the separate module in tools/, so that its
+# dependencies never enter the main go.mod.
+HELM := $(BIN)/helm
+$(HELM): tools/go.mod tools/go.sum
+	cd tools && $(GO) build -o ../$(HELM) helm.sh/helm/v4/cmd/helm
+
+# Static checks of deploy/: the chart lints and renders, the alerting rules
+# parse and pass their promtool tests, and deploycheck decodes every
+# kustomize and Helm object strictly and checks security settings, RBAC
+# against the configuration, the dashboard and the copies of the rules.
+lint-deploy: $(HELM)
+	$(HELM) lint --strict deploy/helm/authwatch
+	$(HELM) lint --strict deploy/helm/authwatch --values deploy/helm/authwatch/ci/full-values.yaml
+	promtool check rules deploy/prometheus/rules.yaml
+	promtool test rules deploy/prometheus/rules_test.yaml
+	cd tools && $(GO) test -count=1 ./deploycheck/
+	cd tools && $(GO) run ./deploycheck -root .. -helm ../$(HELM)
+
+# Rewrites the chart's copies of the rules and the dashboard, and the
+# PrometheusRule form of the rules, after an edit of either source.
+deploy-sync:
+	cd tools && $(GO) run ./deploycheck -root .. -sync
 
 clean:
 	rm -rf $(BIN)
