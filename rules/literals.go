@@ -113,6 +113,7 @@ func concatLiterals(subs []*syntax.Regexp) (litSet, bool) {
 	found := false
 	var run litSet
 	inRun := false
+	allExact := true
 	consider := func(s litSet) {
 		if !found || s.score() > best.score() {
 			best, found = s, true
@@ -120,6 +121,9 @@ func concatLiterals(subs []*syntax.Regexp) (litSet, bool) {
 	}
 	for _, sub := range subs {
 		s, ok := literalsOf(sub)
+		if !ok || !s.exact {
+			allExact = false
+		}
 		if !ok {
 			if inRun {
 				consider(litSet{strs: run.strs})
@@ -140,6 +144,7 @@ func concatLiterals(subs []*syntax.Regexp) (litSet, bool) {
 			continue
 		}
 		if len(run.strs)*len(s.strs) > maxLiteralSet {
+			allExact = false
 			consider(litSet{strs: run.strs})
 			run = s
 			continue
@@ -153,7 +158,7 @@ func concatLiterals(subs []*syntax.Regexp) (litSet, bool) {
 		run = litSet{strs: dedupFold(joined), exact: true}
 	}
 	if inRun {
-		if !found && len(subs) > 0 {
+		if allExact {
 			return run, true // the whole concatenation was exact
 		}
 		consider(litSet{strs: run.strs})
