@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 
+	appsv1 "k8s.io/api/apps/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 )
@@ -62,10 +63,10 @@ type deployConfig struct {
 }
 
 // expectedPermissions derives what authwatch needs from its configuration:
-// the checkpoint ConfigMap, Lease and Events in its own namespace; pods
+// the checkpoint ConfigMap and the Lease in its own namespace; pods
 // and their logs in the watched namespaces; and, per rotation target, its
 // Secrets and workloads by name.
-func expectedPermissions(ownNamespace, stateName, leaseName string, cfg *deployConfig) map[permission]string {
+func expectedPermissions(ownNamespace, checkpointName, leaseName string, cfg *deployConfig) map[permission]string {
 	want := map[permission]string{}
 	add := func(why, ns, group, resource, name string, verbs ...string) {
 		for _, v := range verbs {
@@ -73,10 +74,9 @@ func expectedPermissions(ownNamespace, stateName, leaseName string, cfg *deployC
 		}
 	}
 	add("checkpoint", ownNamespace, "", "configmaps", "", "create")
-	add("checkpoint", ownNamespace, "", "configmaps", stateName, "get", "update", "patch")
+	add("checkpoint", ownNamespace, "", "configmaps", checkpointName, "get", "update")
 	add("leader election", ownNamespace, "coordination.k8s.io", "leases", "", "create")
 	add("leader election", ownNamespace, "coordination.k8s.io", "leases", leaseName, "get", "update")
-	add("events", ownNamespace, "", "events", "", "create", "patch")
 
 	watched := cfg.Watch.Namespaces
 	switch {
@@ -93,9 +93,17 @@ func expectedPermissions(ownNamespace, stateName, leaseName string, cfg *deployC
 		why := "rotation target " + t.Name
 		ns := t.Secret.Namespace
 		add(why, ns, "", "secrets", t.Secret.Name, "get", "patch")
-		add(why, ns, "", "events", "", "create", "patch")
+		// The backup Secret keeps the previous token (or its hash).
+		add(why, ns, "", "secrets", "authwatch-rotation-"+t.Name, "get", "update")
+		add(why, ns, "", "secrets", "", "create")
+		add(why, ns, "", "events", "", "create")
+		// Verification reads the pods that log failures after the restart.
+		add(why, ns, "", "pods", "", "get")
 		for _, w := range t.Restart {
 			add(why, ns, "apps", strings.ToLower(w.Kind)+"s", w.Name, "get", "patch")
+			if w.Kind == "Deployment" {
+				add(why, ns, "apps", "replicasets", "", "list")
+			}
 		}
 		if h := t.Source.HTTP; h != nil && h.CredentialsSecret != "" {
 			add(why, ns, "", "secrets", h.CredentialsSecret, "get")
@@ -216,7 +224,7 @@ func checkRBAC(m *Manifests) error {
 	if err != nil {
 		return err
 	}
-	want := expectedPermissions(d.Namespace, d.Name+"-state", d.Name, cfg)
+	want := expectedPermissions(d.Namespace, checkpointName(d), d.Name, cfg)
 	got, errs := grantedPermissions(m, d.Namespace, d.Spec.Template.Spec.ServiceAccountName)
 
 	var missing, extra []string
@@ -267,4 +275,16 @@ func deploymentConfig(m *Manifests) (*deployConfig, error) {
 		return &cfg, nil
 	}
 	return nil, fmt.Errorf("%s: Deployment %s has no ConfigMap volume named config", m.Source, d.Name)
+}
+
+// checkpointName returns the checkpoint ConfigMap that the Deployment's
+// authwatch uses: its --checkpoint-configmap flag, or the flag's default.
+func checkpointName(d *appsv1.Deployment) string {
+	name := "authwatch-checkpoint"
+	for _, arg := range d.Spec.Template.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(arg, "--checkpoint-configmap="); ok {
+			name = v
+		}
+	}
+	return name
 }

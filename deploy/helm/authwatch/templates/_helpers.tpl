@@ -44,7 +44,7 @@ app.kubernetes.io/part-of: authwatch
 {{- end }}
 
 {{- define "authwatch.checkpointConfigMapName" -}}
-{{- default (printf "%s-state" (include "authwatch.fullname" .)) .Values.checkpointConfigMapName }}
+{{- default (printf "%s-checkpoint" (include "authwatch.fullname" .)) .Values.checkpointConfigMapName }}
 {{- end }}
 
 {{- define "authwatch.leaseName" -}}
