@@ -124,6 +124,7 @@ func (d *Dispatcher) Redactor() *Redactor { return d.redactor }
 // blocks on the network.
 func (d *Dispatcher) Notify(events ...incident.Event) {
 	for _, ev := range events {
+		d.redactIncident(&ev.Incident)
 		if d.slack != nil {
 			d.slack.handle(ev)
 		}
@@ -134,6 +135,13 @@ func (d *Dispatcher) Notify(events ...incident.Event) {
 			w.handle(ev)
 		}
 	}
+}
+
+// redactIncident masks secrets in the text an incident carries before any
+// notifier sees it. The event is a copy, so the engine keeps its own.
+func (d *Dispatcher) redactIncident(in *incident.Incident) {
+	in.First.Text = d.redactor.String(in.First.Text)
+	in.Latest.Text = d.redactor.String(in.Latest.Text)
 }
 
 // Run delivers queued events until ctx ends. Undelivered events stay
@@ -229,6 +237,7 @@ func (d *Dispatcher) Preview(ev incident.Event) ([]byte, error) {
 		n = &slackNotifier{d: d, cfg: SlackConfig{}, logger: d.logger, redactor: d.redactor, once: &d.once}
 	}
 	in := ev.Incident
+	d.redactIncident(&in)
 	var msgs []message
 	switch ev.Transition {
 	case incident.Opened:

@@ -12,10 +12,12 @@ import (
 // rules mask ran: bearer and Token authorization values, JWTs, Slack
 // tokens and key=value pairs whose key names a secret.
 var tokenPatterns = []*regexp.Regexp{
-	regexp.MustCompile(`(?i)\b(bearer|token|basic)(\s+)[A-Za-z0-9._~+/=-]{8,}`),
+	regexp.MustCompile(`(?i)\b(bearer|token|basic)(\s+)[A-Za-z0-9._~+/=-]{16,}`),
 	regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`),
 	regexp.MustCompile(`\bxox[abposr]-[A-Za-z0-9-]{6,}`),
-	regexp.MustCompile(`(?i)\b((?:access_|refresh_|api_|id_)?token|password|passwd|secret|api_?key|authorization)("?\s*[:=]\s*"?)[^\s"',;&]{4,}`),
+	regexp.MustCompile(`(hooks\.slack\.com/(?:services|workflows|triggers)/)[^\s"'<>]+`),
+	regexp.MustCompile(`(?i)\b(authorization"?\s*[:=]\s*"?(?:bearer|basic|token|digest)?\s*)()[^\s"',;&]{4,}`),
+	regexp.MustCompile(`(?i)\b((?:access_|refresh_|api_|id_)?token|password|passwd|secret|api_?key)("?\s*[:=]\s*"?)[^\s"',;&]{4,}`),
 }
 
 const mask = "****"

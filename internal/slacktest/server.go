@@ -140,7 +140,8 @@ func (s *Server) InvalidBlocks() int {
 	return s.invalid
 }
 
-// Requests returns every request body received, for leak checks.
+// Requests returns the text and blocks of every message request received,
+// faults included, for leak checks. Credentials are not recorded.
 func (s *Server) Requests() []string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -163,7 +164,7 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, method string, be
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.calls[method]++
-	s.requests = append(s.requests, r.Form.Encode())
+	s.requests = append(s.requests, r.Form.Get("text")+"\n"+r.Form.Get("blocks"))
 	if q := s.faults[method]; len(q) > 0 {
 		f := q[0]
 		s.faults[method] = q[1:]
@@ -178,7 +179,13 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, method string, be
 		fail(w, f.Error)
 		return false
 	}
-	if bearer && (r.Header.Get("Authorization") != "Bearer "+s.Token || !s.authOK) {
+	// Slack takes the token from the Authorization header or, as
+	// slack-go sends it, from the form.
+	token := strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if token == "" {
+		token = r.Form.Get("token")
+	}
+	if bearer && (token != s.Token || !s.authOK) {
 		fail(w, "invalid_auth")
 		return false
 	}
