@@ -26,6 +26,7 @@ var knownMetrics = map[string]bool{
 	"authwatch_notifications_total":                           true,
 	"authwatch_token_rotations_total":                         true,
 	"authwatch_token_rotation_last_success_timestamp_seconds": true,
+	"authwatch_token_rotation_circuit_open":                   true,
 	"authwatch_token_expiry_timestamp_seconds":                true,
 	"authwatch_config_last_reload_successful":                 true,
 	"authwatch_build_info":                                    true,
