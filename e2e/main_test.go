@@ -1,0 +1,72 @@
+//go:build e2e
+
+// Package e2e holds the end-to-end tests. They run against a real control
+// plane started by the harness package and need the cluster binaries:
+// `make test-e2e` builds them and sets AUTHWATCH_KUBE_BIN.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/authwatch/authwatch/e2e/harness"
+	"github.com/authwatch/authwatch/e2e/nodeagent"
+)
+
+// The tests share one cluster and one node agent; each test works in a
+// namespace of its own.
+var (
+	cluster *harness.Cluster
+	agent   *nodeagent.Agent
+)
+
+// testUsers are the static-token identities tests may use.
+var testUsers = []string{"e2e-viewer"}
+
+func TestMain(m *testing.M) {
+	os.Exit(runTests(m))
+}
+
+func runTests(m *testing.M) int {
+	ctx := context.Background()
+	start := time.Now()
+	var err error
+	cluster, err = harness.Start(ctx, harness.Options{
+		Users: testUsers,
+		Logf:  func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },
+	})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: start cluster: %v\n", err)
+		return 1
+	}
+	defer cluster.Stop()
+
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	agent, err = cluster.StartNodeAgent(ctx, harness.AgentOptions{Nodes: []string{"node-1", "node-2"}, Logger: logger})
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: start node agent: %v\n", err)
+		cluster.DumpLogs(os.Stderr)
+		return 1
+	}
+	fmt.Fprintf(os.Stderr, "e2e: cluster and node agent ready in %s\n", time.Since(start).Round(time.Millisecond))
+
+	code := m.Run()
+	if code != 0 {
+		cluster.DumpLogs(os.Stderr)
+	}
+	return code
+}
+
+// newNamespace creates a namespace named after the test and returns its
+// name.
+func newNamespace(t *testing.T, name string) string {
+	t.Helper()
+	if err := cluster.CreateNamespace(t.Context(), name); err != nil {
+		t.Fatal(err)
+	}
+	return name
+}
