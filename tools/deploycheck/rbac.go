@@ -86,7 +86,7 @@ func expectedPermissions(ownNamespace, checkpointName, leaseName string, cfg *de
 		watched = []string{ownNamespace}
 	}
 	for _, ns := range watched {
-		add("watch", ns, "", "pods", "", "get", "list", "watch")
+		add("watch", ns, "", "pods", "", "list", "watch")
 		add("watch", ns, "", "pods/log", "", "get")
 	}
 	for _, t := range cfg.Remediation.Targets {
