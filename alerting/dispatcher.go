@@ -236,6 +236,26 @@ func (d *Dispatcher) Preview(ev incident.Event) ([]byte, error) {
 	if n == nil {
 		n = &slackNotifier{d: d, cfg: SlackConfig{}, logger: d.logger, redactor: d.redactor, once: &d.once}
 	}
+	return n.preview(ev)
+}
+
+// Preview renders the Slack messages for ev under cfg as Block Kit JSON.
+// Unlike Dispatcher.Preview it reads no credentials, so it works on a
+// machine without the Slack token.
+func Preview(cfg Config, logger *slog.Logger, ev incident.Event) ([]byte, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	d := &Dispatcher{logger: logger, redactor: &Redactor{}}
+	n := &slackNotifier{d: d, logger: logger, redactor: d.redactor, once: &d.once}
+	if cfg.Slack != nil {
+		n.cfg = *cfg.Slack
+	}
+	return n.preview(ev)
+}
+
+func (n *slackNotifier) preview(ev incident.Event) ([]byte, error) {
+	d := n.d
 	in := ev.Incident
 	d.redactIncident(&in)
 	var msgs []message
@@ -250,8 +270,8 @@ func (d *Dispatcher) Preview(ev incident.Event) ([]byte, error) {
 		return nil, errors.New("alerting: preview needs an opened, updated or resolved event")
 	}
 	type out struct {
-		Text   string        `json:"text"`
-		Blocks []interface{} `json:"blocks"`
+		Text   string `json:"text"`
+		Blocks []any  `json:"blocks"`
 	}
 	var res []out
 	for _, m := range msgs {
@@ -367,4 +387,36 @@ func (d *Dispatcher) Import(s State) error {
 		}
 	}
 	return nil
+}
+
+// SampleEvent returns an event for a made-up incident in namespace
+// "authwatch-test", for `authwatch alert test` and previews. Its sample
+// lines carry a fake bearer token so a preview shows the masking.
+func SampleEvent(t incident.Transition, now time.Time) incident.Event {
+	in := incident.Incident{
+		ID:         "test-" + now.UTC().Format("20060102T150405"),
+		Key:        incident.Key{Policy: "token-expired", Namespace: "authwatch-test", Workload: "Deployment/example-api"},
+		State:      incident.StateFiring,
+		Category:   "token_expired",
+		Severity:   "error",
+		Rules:      map[string]int{"jwt-expired": 7, "http-401": 3},
+		Count:      10,
+		InWindow:   4,
+		Threshold:  1,
+		Window:     time.Minute,
+		Pods:       []string{"example-api-7d9c5-x2kqp", "example-api-7d9c5-m8z4t"},
+		Containers: []string{"api"},
+		First: incident.Sample{Time: now.Add(-3 * time.Minute), Pod: "example-api-7d9c5-x2kqp", Container: "api", RuleID: "jwt-expired",
+			Category: "token_expired", Severity: "error", Text: `upstream call failed: 401 {"detail":"Token is expired"} Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.eyJleHAiOjB9.c2lnbmF0dXJl`},
+		Latest: incident.Sample{Time: now.Add(-10 * time.Second), Pod: "example-api-7d9c5-m8z4t", Container: "api", RuleID: "http-401",
+			Category: "auth_failure", Severity: "error", Text: "GET https://api.example/v1/orders -> 401 Unauthorized"},
+		StartedAt: now.Add(-3 * time.Minute),
+		FiredAt:   now.Add(-3 * time.Minute),
+		LastSeen:  now.Add(-10 * time.Second),
+	}
+	if t == incident.Resolved {
+		in.State = incident.StateResolved
+		in.ResolvedAt = now
+	}
+	return incident.Event{Transition: t, Incident: in, Time: now}
 }

@@ -9,6 +9,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/authwatch/authwatch/alerting"
+	"github.com/authwatch/authwatch/incident"
 	"github.com/authwatch/authwatch/rules"
 	"github.com/authwatch/authwatch/watcher"
 )
@@ -19,12 +21,24 @@ import (
 type config struct {
 	Watch watcher.Config `yaml:"watch"`
 	Rules rules.Config   `yaml:"rules"`
+	// Policies and Storm make up incident.Config; Alerting configures the
+	// notifiers.
+	Policies []incident.Policy `yaml:"policies"`
+	Storm    incident.Storm    `yaml:"storm"`
+	Alerting alerting.Config   `yaml:"alerting"`
+}
+
+// incidentConfig returns the incident engine's part of the file.
+func (c *config) incidentConfig() incident.Config {
+	return incident.Config{Policies: c.Policies, Storm: c.Storm}
 }
 
 // defaultConfig returns the configuration that the file is decoded over.
 func defaultConfig() config {
 	return config{
-		Watch: watcher.DefaultConfig(),
+		Watch:    watcher.DefaultConfig(),
+		Policies: incident.DefaultPolicies(),
+		Storm:    incident.DefaultStorm(),
 	}
 }
 
@@ -34,6 +48,8 @@ func (c *config) validate() error {
 	return errors.Join(
 		c.Watch.Validate("watch"),
 		c.Rules.Validate(),
+		func() error { ic := c.incidentConfig(); return ic.Validate() }(),
+		c.Alerting.Validate(),
 	)
 }
 

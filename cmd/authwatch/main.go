@@ -84,6 +84,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newVersionCmd(),
 		newRunCmd(),
 		newConfigCmd(),
+		newAlertCmd(),
 	)
 	return root
 }

@@ -244,6 +244,11 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	}
 	// Consumers of matches plug in here, one line each (incident engine,
 	// alerting, remediation verification): pipe.addSink(x).
+	stage, err := newIncidentStage(log, reg, cfg)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	pipe.addSink(stage)
 
 	var store *checkpoint.Store
 	var saved []byte
@@ -266,6 +271,9 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 			return err
 		}
 		saved = store.Section(checkpointWatchSection)
+		if err := stage.restore(store); err != nil {
+			return err
+		}
 	}
 
 	w, err := watcher.New(watcher.Options{
@@ -284,7 +292,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 			if !w.Synced() {
 				return errors.New("pod informers have not synced")
 			}
-			return nil
+			return stage.ready()
 		},
 	})
 	if err != nil {
@@ -306,7 +314,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		}
 	}
 	wg.Go(func() { fail(srv.Run(ctx)) })
-	wg.Go(func() { reloadOnHUP(ctx, log, f.configFile, pipe, dm) })
+	wg.Go(func() { reloadOnHUP(ctx, log, f.configFile, pipe, stage, dm) })
 
 	// Leader election goes here: only the leader streams, notifies and
 	// acts, and a standby takes over from the checkpoint. Until
@@ -318,6 +326,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		if store != nil {
 			inner.Go(func() { fail(store.Run(ctx)) })
 		}
+		inner.Go(func() { fail(stage.Run(ctx)) })
 		err := w.Run(ctx)
 		inner.Wait()
 		// Every stream has stopped: drain the matches, then record the
@@ -351,7 +360,7 @@ const checkpointWatchSection = "watch"
 
 // reloadOnHUP reloads the configuration on SIGHUP. Rules take effect at
 // once; a changed watch section needs a restart.
-func reloadOnHUP(ctx context.Context, log *slog.Logger, path string, pipe *pipeline, dm *daemonMetrics) {
+func reloadOnHUP(ctx context.Context, log *slog.Logger, path string, pipe *pipeline, stage *incidentStage, dm *daemonMetrics) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -365,6 +374,9 @@ func reloadOnHUP(ctx context.Context, log *slog.Logger, path string, pipe *pipel
 		var m *rules.Matcher
 		if err == nil {
 			m, err = compileRules(cfg.Rules)
+		}
+		if err == nil {
+			err = stage.reload(cfg)
 		}
 		if err != nil {
 			dm.reloadOK.Set(0)
