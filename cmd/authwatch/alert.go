@@ -66,7 +66,7 @@ func alertTest(ctx context.Context, stdout, stderr io.Writer, cfg alerting.Confi
 	now := time.Now()
 	d.Notify(alerting.SampleEvent(incident.Opened, now))
 	if resolve {
-		d.Notify(alerting.SampleEvent(incident.Resolved, now.Add(time.Second)))
+		d.Notify(alerting.SampleEvent(incident.Resolved, now))
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
