@@ -8,19 +8,24 @@ import (
 // Masked replaces each secret that Mask finds.
 const Masked = "***"
 
+// secretKeys are key names whose values are credentials.
+const secretKeys = `(?:(?:access|refresh|id|session|auth|bearer|csrf|xsrf|private|client|api|app)[_-]?token|token|(?:api|access|secret|private|client|signing|master|account)[_-]?key|apikey|secret|client_secret|password|passwd|pwd|passphrase|cookie|sig|signature|x-amz-security-token|x-goog-api-key)`
+
 // maskers run in order; each replaces its secret group with Masked. Group 1
 // is the text kept before the secret, when the pattern has one.
 var (
 	// Authorization headers in any notation: "Authorization: Bearer x",
 	// "HTTP_AUTHORIZATION": "Token x", authorization=Basic x.
-	maskAuthHeader = regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:(?:bearer|token|basic|digest|negotiate|apikey|sso-key)\s+)?)([^\s"',;]+)`)
+	maskAuthHeader = regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:(?:bearer|token|basic|digest|negotiate|apikey|sso-key)\s+)?)([^\s"',;)\]}]+)`)
 	// A credential after its scheme word outside a header: "Bearer x",
 	// "Token x" (Django REST Framework), "Basic x".
 	maskScheme = regexp.MustCompile(`(?i)\b((?:bearer|token|basic)\s+)([A-Za-z0-9._~+/=-]{16,})`)
 	// JSON Web Tokens (JWS compact form; the header always starts "eyJ").
 	maskJWT = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`)
-	// key=value and "key": "value" pairs whose key names a credential.
-	maskKeyValue = regexp.MustCompile(`(?i)((?:\b|_)(?:(?:access|refresh|id|session|auth|bearer|csrf|xsrf|private|client|api|app)[_-]?token|token|(?:api|access|secret|private|client|signing|master|account)[_-]?key|apikey|x-api-key|secret|client_secret|password|passwd|pwd|passphrase|cookie|sig|signature|x-amz-security-token|x-goog-api-key)["']?\s*[:=]\s*["']?)([^\s"',;&}\]]+)`)
+	// Credentials in key=value pairs, in quoted "key": "value" pairs (JSON,
+	// Python reprs) and in HTTP headers. An unquoted "key: value" is left
+	// alone because prose says "invalid token: token is expired".
+	maskKeyValue = regexp.MustCompile(`(?i)((?:\b|_)` + secretKeys + `\s*=\s*["']?|["'](?:[\w-]*[_-])?` + secretKeys + `["']\s*:\s*["']?|\b(?:x-api-key|x-auth-token|x-vault-token|private-token|cookie|set-cookie|x-amz-security-token|x-goog-api-key)\s*:\s*)([^\s"',;&})\]]+)`)
 	// Passwords in URLs: scheme://user:password@host.
 	maskURLUser = regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*://[^/\s:@"']+:)([^/\s@"']+)(@)`)
 	// Vendor key formats: AWS access key ids, Slack, GitHub and GitLab

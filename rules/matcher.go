@@ -26,6 +26,10 @@ type Options struct {
 	Packs []PackFile
 	// Disable turns off the rules with these ids, as a pack's disable list.
 	Disable []string
+	// DisableName is how errors name the Disable list, such as
+	// "rules.disable" for the configuration file (the default) or
+	// "--disable" for a flag.
+	DisableName string
 	// NoDefault leaves the embedded pack out.
 	NoDefault bool
 }
@@ -130,9 +134,13 @@ func Compile(opts Options) (*Matcher, error) {
 			disabled[id] = true
 		}
 	}
+	disableName := opts.DisableName
+	if disableName == "" {
+		disableName = "rules.disable"
+	}
 	for i, id := range opts.Disable {
 		if _, ok := index[id]; !ok {
-			errs = append(errs, &ConfigError{File: "options", Path: fmt.Sprintf("disable[%d]", i),
+			errs = append(errs, &ConfigError{Path: fmt.Sprintf("%s[%d]", disableName, i),
 				Msg: fmt.Sprintf("unknown rule id %q; run `authwatch rules list` for the ids", id)})
 		}
 		disabled[id] = true

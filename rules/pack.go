@@ -35,21 +35,22 @@ type ConfigError struct {
 
 func (e *ConfigError) Error() string {
 	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		b.WriteString(":")
-		b.WriteString(strconv.Itoa(e.Line))
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			b.WriteString(":")
+			b.WriteString(strconv.Itoa(e.Line))
+		}
+		b.WriteString(": ")
 	}
-	b.WriteString(": ")
 	if e.Path != "" {
 		b.WriteString(e.Path)
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Msg)
 	if e.Hint != "" {
-		b.WriteString(" (")
+		b.WriteString("; ")
 		b.WriteString(e.Hint)
-		b.WriteString(")")
 	}
 	return b.String()
 }
@@ -383,7 +384,7 @@ func (d *decoder) checkRegex(n *yaml.Node, path, expr string) {
 	msg := err.Error()
 	var se *syntax.Error
 	if errors.As(err, &se) {
-		msg = fmt.Sprintf("%s: %s", se.Code, se.Expr)
+		msg = fmt.Sprintf("%s: %q", se.Code, se.Expr)
 	}
 	d.failHint(n, path, regexHint(expr, err), "invalid regular expression %q: %s", expr, msg)
 }

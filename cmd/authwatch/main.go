@@ -82,6 +82,8 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 	// One line per command; each command lives in a file of its own.
 	root.AddCommand(
 		newVersionCmd(),
+		newScanCmd(),
+		newRulesCmd(),
 		newRunCmd(),
 		newConfigCmd(),
 		newAlertCmd(),
