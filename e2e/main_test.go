@@ -34,7 +34,16 @@ func TestMain(m *testing.M) {
 func runTests(m *testing.M) int {
 	ctx := context.Background()
 	start := time.Now()
-	var err error
+	binDir, err := os.MkdirTemp("", "authwatch-e2e-bin-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
+	defer os.RemoveAll(binDir)
+	if authwatchBin, err = buildAuthwatch(binDir); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
+		return 1
+	}
 	cluster, err = harness.Start(ctx, harness.Options{
 		Users: testUsers,
 		Logf:  func(format string, args ...any) { fmt.Fprintf(os.Stderr, format+"\n", args...) },

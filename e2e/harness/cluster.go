@@ -366,7 +366,7 @@ func (c *Cluster) startControllerManager(ctx context.Context) error {
 			"--kubeconfig=" + c.path("controller-manager.conf"),
 			"--controllers=deployment-controller,replicaset-controller,statefulset-controller,daemonset-controller," +
 				"job-controller,serviceaccount-controller,serviceaccount-token-controller,garbage-collector-controller," +
-				"namespace-controller,root-ca-certificate-publisher-controller,endpointslice-controller",
+				"namespace-controller,root-ca-certificate-publisher-controller",
 			"--service-account-private-key-file=" + c.path("service-account.key"),
 			"--root-ca-file=" + c.path("ca.crt"),
 			"--use-service-account-credentials=true",
