@@ -68,7 +68,7 @@ func (o *Options) validate() error {
 	return errors.Join(errs...)
 }
 
-// Rotator runs rotations. Trigger and Observe may be called from any
+// Rotator runs rotations. Trigger and HandleMatch may be called from any
 // goroutine; Run owns the goroutines that rotate.
 type Rotator struct {
 	cfg            Config

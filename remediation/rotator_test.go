@@ -320,8 +320,8 @@ func TestRotateVerificationFailuresContinue(t *testing.T) {
 		}
 		// The old pod keeps failing, which must not count, and a new pod
 		// fails too, which must.
-		h.rot.Observe(match("town-builder-0ld-abcde", rules.TokenExpired))
-		h.rot.Observe(match(rs+"-xyz12", rules.AuthFailure))
+		h.rot.HandleMatch(match("town-builder-0ld-abcde", rules.TokenExpired))
+		h.rot.HandleMatch(match(rs+"-xyz12", rules.AuthFailure))
 		writesBefore := len(writes(h.cs))
 
 		res := <-done
@@ -353,7 +353,7 @@ func TestRotateOldPodFailuresIgnored(t *testing.T) {
 		go func() { done <- h.rot.Rotate(t.Context(), automatic()) }()
 		waitVerification(t, h.rot)
 		for range 5 {
-			h.rot.Observe(match("town-builder-0ld-abcde", rules.TokenExpired))
+			h.rot.HandleMatch(match("town-builder-0ld-abcde", rules.TokenExpired))
 		}
 		if res := <-done; res.Outcome != OutcomeSucceeded {
 			t.Fatalf("result = %s at %s (%v), want succeeded", res.Outcome, res.Step, res.Err)

@@ -16,7 +16,7 @@ import (
 const maxVerifyPods = 1000
 
 // verification collects the matches that arrive while a rotation is
-// being verified. Observe fills it; the rotation's goroutine judges it.
+// being verified. HandleMatch fills it; the rotation's goroutine judges it.
 type verification struct {
 	target    *Target
 	namespace string
@@ -55,9 +55,9 @@ func (v *verification) snapshot() (map[string]int, int) {
 	return out, v.overflow
 }
 
-// Observe passes a match to the verifications in progress. cmd calls it
+// HandleMatch passes a match to the verifications in progress. cmd calls it
 // for every match; it does not block.
-func (r *Rotator) Observe(m *rules.Match) {
+func (r *Rotator) HandleMatch(m *rules.Match) {
 	r.mu.Lock()
 	vs := make([]*verification, 0, len(r.verifications))
 	for v := range r.verifications {

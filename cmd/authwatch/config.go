@@ -11,6 +11,7 @@ import (
 
 	"github.com/authwatch/authwatch/alerting"
 	"github.com/authwatch/authwatch/incident"
+	"github.com/authwatch/authwatch/remediation"
 	"github.com/authwatch/authwatch/rules"
 	"github.com/authwatch/authwatch/watcher"
 )
@@ -23,9 +24,10 @@ type config struct {
 	Rules rules.Config   `yaml:"rules"`
 	// Policies and Storm make up incident.Config; Alerting configures the
 	// notifiers.
-	Policies []incident.Policy `yaml:"policies"`
-	Storm    incident.Storm    `yaml:"storm"`
-	Alerting alerting.Config   `yaml:"alerting"`
+	Policies    []incident.Policy  `yaml:"policies"`
+	Storm       incident.Storm     `yaml:"storm"`
+	Alerting    alerting.Config    `yaml:"alerting"`
+	Remediation remediation.Config `yaml:"remediation"`
 }
 
 // incidentConfig returns the incident engine's part of the file.
@@ -50,6 +52,7 @@ func (c *config) validate() error {
 		c.Rules.Validate(),
 		func() error { ic := c.incidentConfig(); return ic.Validate() }(),
 		c.Alerting.Validate(),
+		c.Remediation.Validate(),
 	)
 }
 

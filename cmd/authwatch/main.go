@@ -87,6 +87,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newRunCmd(),
 		newConfigCmd(),
 		newAlertCmd(),
+		newRotateCmd(),
 	)
 	return root
 }

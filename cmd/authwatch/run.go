@@ -54,6 +54,7 @@ type runFlags struct {
 	checkpointName     string
 	checkpointNS       string
 	checkpointInterval time.Duration
+	leader             leaderFlags
 }
 
 func newRunCmd() *cobra.Command {
@@ -90,6 +91,7 @@ func newRunCmd() *cobra.Command {
 	fl.StringVar(&f.checkpointName, "checkpoint-configmap", "authwatch-checkpoint", "ConfigMap that keeps resume points across restarts; empty disables checkpoints")
 	fl.StringVar(&f.checkpointNS, "checkpoint-namespace", "", "namespace of the checkpoint ConfigMap; default $POD_NAMESPACE or the context's namespace")
 	fl.DurationVar(&f.checkpointInterval, "checkpoint-interval", 10*time.Second, "minimum time between checkpoint writes")
+	f.leader.register(fl)
 	return cmd
 }
 
@@ -249,6 +251,19 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		return &exitError{code: exitUsage, err: err}
 	}
 	pipe.addSink(stage)
+	elector, err := f.leader.newElector(log, client, contextNS)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	rot, err := newRotator(rotatorOptions{log: log, reg: reg, cfg: cfg.Remediation, client: client, rest: rc,
+		reporter: logReporter{log: log}, leader: leaderChecker(elector), identity: identity()})
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if rot != nil {
+		pipe.addSink(rot)
+		stage.subscribe(rotationTriggers(rot))
+	}
 
 	var store *checkpoint.Store
 	var saved []byte
@@ -316,9 +331,8 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	wg.Go(func() { fail(srv.Run(ctx)) })
 	wg.Go(func() { reloadOnHUP(ctx, log, f.configFile, pipe, stage, dm) })
 
-	// Leader election goes here: only the leader streams, notifies and
-	// acts, and a standby takes over from the checkpoint. Until
-	// internal/leader wraps this function, every replica leads.
+	// With --leader-election-lease only the leader runs lead: it streams,
+	// notifies and rotates, and a standby takes over from the checkpoint.
 	lead := func(ctx context.Context) error {
 		var inner sync.WaitGroup
 		sinkDone := make(chan struct{})
@@ -327,6 +341,9 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 			inner.Go(func() { fail(store.Run(ctx)) })
 		}
 		inner.Go(func() { fail(stage.Run(ctx)) })
+		if rot != nil {
+			inner.Go(func() { fail(rot.Run(ctx)) })
+		}
 		err := w.Run(ctx)
 		inner.Wait()
 		// Every stream has stopped: drain the matches, then record the
@@ -344,7 +361,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		}
 		return err
 	}
-	fail(lead(ctx))
+	fail(runLeading(ctx, elector, lead))
 	cancel()
 	wg.Wait()
 	log.Info("authwatch stopped")

@@ -1,0 +1,286 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/authwatch/authwatch/incident"
+	"github.com/authwatch/authwatch/internal/leader"
+	"github.com/authwatch/authwatch/remediation"
+	"github.com/authwatch/authwatch/rules"
+)
+
+func newRotateCmd() *cobra.Command {
+	var (
+		f      runFlags
+		dryRun bool
+		plan   bool
+	)
+	cmd := &cobra.Command{
+		Use:   "rotate TARGET",
+		Short: "Rotate the token of a remediation target by hand, printing each step",
+		Long: "rotate runs the same steps and safety checks as an automatic rotation: obtain, validate, " +
+			"back up, patch the Secret, restart, wait for the rollout and verify. A manual rotation skips " +
+			"the cooldown and the circuit breaker; the kill switch and the hourly maximum still apply. " +
+			"--plan prints what a rotation would do and writes nothing.",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return rotate(cmd.Context(), cmd.OutOrStdout(), cmd.ErrOrStderr(), &f, args[0], dryRun, plan)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.configFile, "config", "", "configuration file (YAML) with the remediation section")
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file; default $KUBECONFIG, ~/.kube/config, or the in-cluster configuration")
+	fl.StringVar(&f.context, "context", "", "kubeconfig context to use")
+	fl.StringVar(&f.logLevel, "log-level", "warn", "log level of the diagnostics on standard error: debug, info, warn or error")
+	fl.BoolVar(&dryRun, "dry-run", false, "report every step and write nothing, whatever the target's dry_run says")
+	fl.BoolVar(&plan, "plan", false, "print what a rotation would do, and whether it would run now, then exit")
+	return cmd
+}
+
+func rotate(ctx context.Context, stdout, stderr io.Writer, f *runFlags, target string, dryRun, plan bool) error {
+	log, err := newLogger(stderr, "text", f.logLevel)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if f.configFile == "" {
+		return &exitError{code: exitUsage, err: errors.New("missing --config: rotation targets come from the remediation section of the config file")}
+	}
+	cfg, err := loadConfig(f.configFile)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if _, ok := cfg.Remediation.Target(target); !ok {
+		return &exitError{code: exitUsage, err: fmt.Errorf("unknown target %q: the config file defines %s", target, targetNames(cfg.Remediation))}
+	}
+	rc, _, err := kubeConfig(f, &cfg.Watch)
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	client, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return fmt.Errorf("kubernetes client: %w", err)
+	}
+	rot, err := newRotator(rotatorOptions{
+		log: log, reg: prometheus.NewRegistry(), cfg: cfg.Remediation, client: client, rest: rc,
+		reporter: &printReporter{w: stdout}, identity: identity() + "-manual",
+	})
+	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+
+	if plan {
+		p, err := rot.Plan(ctx, target)
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+		for _, line := range p.Lines() {
+			if _, err := fmt.Fprintln(stdout, line); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	res := rot.Rotate(ctx, remediation.Trigger{Target: target, Manual: true, DryRun: dryRun})
+	switch res.Outcome {
+	case remediation.OutcomeSucceeded, remediation.OutcomeDryRun:
+		return nil
+	}
+	return &exitError{code: 1, err: fmt.Errorf("rotation %s of %s: %s at step %s", res.ID, target, res.Outcome, res.Step)}
+}
+
+func targetNames(c remediation.Config) string {
+	if len(c.Targets) == 0 {
+		return "no targets"
+	}
+	s := ""
+	for i, t := range c.Targets {
+		if i > 0 {
+			s += ", "
+		}
+		s += t.Name
+	}
+	return s
+}
+
+// rotatorOptions are what the daemon and the rotate command share.
+type rotatorOptions struct {
+	log      *slog.Logger
+	reg      prometheus.Registerer
+	cfg      remediation.Config
+	client   kubernetes.Interface
+	rest     *rest.Config
+	reporter remediation.Reporter
+	leader   remediation.LeaderChecker
+	identity string
+}
+
+// newRotator builds the rotator; it returns nil, nil when no target is
+// configured, so the daemon runs without remediation.
+func newRotator(o rotatorOptions) (*remediation.Rotator, error) {
+	if len(o.cfg.Targets) == 0 {
+		return nil, nil
+	}
+	return remediation.New(remediation.Options{
+		Config:     o.cfg,
+		Client:     o.client,
+		Executor:   &remediation.RESTExecutor{Config: o.rest, Client: o.client},
+		Reporter:   o.reporter,
+		Leader:     o.leader,
+		Logger:     o.log,
+		Registerer: o.reg,
+		Identity:   o.identity,
+	})
+}
+
+// printReporter writes each step of a manual rotation on its own line.
+type printReporter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (p *printReporter) Report(_ context.Context, r remediation.Report) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	prefix := ""
+	if r.DryRun {
+		prefix = "[dry run] "
+	}
+	if r.Final {
+		_, err := fmt.Fprintf(p.w, "%srotation %s of %s: %s (%s)\n", prefix, r.RotationID, r.Target, r.Message, r.Duration.Round(time.Millisecond))
+		return err
+	}
+	_, err := fmt.Fprintf(p.w, "%s%-9s %-8s %s\n", prefix, r.Step, r.State, r.Message)
+	return err
+}
+
+// logReporter records the rotation reports of the daemon in its log.
+// NOTE: replies in the incident's Slack thread need an alerting API for
+// remediation reports; until it exists the reports go to the log only.
+type logReporter struct{ log *slog.Logger }
+
+func (l logReporter) Report(_ context.Context, r remediation.Report) error {
+	l.log.Info("rotation report", "target", r.Target, "rotation_id", r.RotationID, "step", string(r.Step),
+		"state", string(r.State), "final", r.Final, "outcome", string(r.Outcome), "dry_run", r.DryRun,
+		"incident", r.Trigger.IncidentKey, "message", r.Message)
+	return nil
+}
+
+// rotationTriggers turns incident openings into rotation triggers.
+// Updates and resolutions never trigger: the failures of the old pods
+// during a rollout update the open incident and must not start another
+// rotation.
+func rotationTriggers(rot *remediation.Rotator) func([]incident.Event) {
+	return func(events []incident.Event) {
+		for _, ev := range events {
+			in := ev.Incident
+			if ev.Transition != incident.Opened || in.IsStorm() {
+				continue
+			}
+			category, _ := rules.ParseCategory(in.Category)
+			rot.Trigger(remediation.Trigger{
+				Policy:      in.Key.Policy,
+				Category:    category,
+				Namespace:   in.Key.Namespace,
+				Workload:    in.Key.Workload,
+				IncidentKey: in.ID,
+			})
+		}
+	}
+}
+
+// identity names this replica: $POD_NAME in a cluster, else the host name.
+func identity() string {
+	if name := os.Getenv("POD_NAME"); name != "" {
+		return name
+	}
+	if host, err := os.Hostname(); err == nil {
+		return host
+	}
+	return "authwatch"
+}
+
+// leaderFlags configure leader election in `authwatch run`.
+type leaderFlags struct {
+	lease         string
+	namespace     string
+	leaseDuration time.Duration
+	renewDeadline time.Duration
+	retryPeriod   time.Duration
+}
+
+func (lf *leaderFlags) register(fl *pflag.FlagSet) {
+	fl.StringVar(&lf.lease, "leader-election-lease", "", "coordination.k8s.io Lease that elects the one replica that streams, notifies and rotates; empty: this replica always leads")
+	fl.StringVar(&lf.namespace, "leader-election-namespace", "", "namespace of the Lease; default $POD_NAMESPACE or the context's namespace")
+	fl.DurationVar(&lf.leaseDuration, "leader-election-lease-duration", 15*time.Second, "how long a standby waits before taking over an unrenewed Lease")
+	fl.DurationVar(&lf.renewDeadline, "leader-election-renew-deadline", 10*time.Second, "how long the leader retries renewing before it gives up leading")
+	fl.DurationVar(&lf.retryPeriod, "leader-election-retry-period", 2*time.Second, "time between attempts to acquire or renew the Lease")
+}
+
+// newElector returns nil when leader election is off.
+func (lf *leaderFlags) newElector(log *slog.Logger, client kubernetes.Interface, contextNS string) (*leader.Elector, error) {
+	if lf.lease == "" {
+		return nil, nil
+	}
+	ns := lf.namespace
+	if ns == "" {
+		ns = os.Getenv("POD_NAMESPACE")
+	}
+	if ns == "" {
+		ns = contextNS
+	}
+	return leader.New(leader.Options{
+		Client: client, Namespace: ns, Name: lf.lease, Identity: identity(),
+		LeaseDuration: lf.leaseDuration, RenewDeadline: lf.renewDeadline, RetryPeriod: lf.retryPeriod,
+		Logger: log,
+	})
+}
+
+// errLeadershipLost ends the daemon when it stops leading, so that the
+// restarted process campaigns again as a standby and resumes from the
+// checkpoint with fresh state.
+var errLeadershipLost = errors.New("leadership lost; exiting so that a fresh process campaigns again")
+
+// runLeading runs lead while this replica leads, or at once without an
+// elector.
+func runLeading(ctx context.Context, el *leader.Elector, lead func(ctx context.Context) error) error {
+	if el == nil {
+		return lead(ctx)
+	}
+	ectx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var lost atomic.Bool
+	err := el.Run(ectx, func(lctx context.Context) error {
+		err := lead(lctx)
+		if ctx.Err() == nil {
+			lost.Store(true)
+			cancel()
+		}
+		return err
+	})
+	if lost.Load() {
+		return errors.Join(errLeadershipLost, err)
+	}
+	return err
+}
+
+// leaderChecker adapts an optional elector to remediation.LeaderChecker.
+func leaderChecker(el *leader.Elector) remediation.LeaderChecker {
+	if el == nil {
+		return nil
+	}
+	return el
+}
