@@ -120,7 +120,29 @@ func ago(d time.Duration) string {
 	return d.Round(time.Second).String()
 }
 
-// openedMessage renders the parent message of an incident. With resolved
+// threadMessage renders the parent message of a thread: the incident that
+// opened it in full, and one line for each other incident that joined.
+// With resolved set it renders the edited parent after the last resolve.
+func (n *slackNotifier) threadMessage(th *Thread, resolved bool) message {
+	primary := th.primary()
+	msg := n.incidentMessage(&primary, resolved)
+	if len(th.Order) < 2 {
+		return msg
+	}
+	var also strings.Builder
+	also.WriteString("*Also in this thread*\n")
+	for _, id := range th.Order[1:] {
+		in := th.Incidents[id]
+		fmt.Fprintf(&also, "• %s: %d matches, %s\n", escape(in.Key.Policy), in.Count, in.State)
+	}
+	// Insert after the header and fields, before the samples.
+	blocks := append([]slack.Block{}, msg.Blocks[:2]...)
+	blocks = append(blocks, section(also.String()))
+	blocks = append(blocks, msg.Blocks[2:]...)
+	return finish(blocks, msg.Text)
+}
+
+// incidentMessage renders one incident as a parent message. With resolved
 // set it renders the edited parent after the resolve.
 func (n *slackNotifier) incidentMessage(in *incident.Incident, resolved bool) message {
 	if in.IsStorm() {
@@ -189,29 +211,52 @@ func (n *slackNotifier) stormMessage(in *incident.Incident, resolved bool) messa
 	return finish(blocks, n.redactor.String(title))
 }
 
-// updateMessage renders a thread reply with the matches since the last
-// message.
-func (n *slackNotifier) updateMessage(in *incident.Incident, since int) message {
-	var text string
-	if in.IsStorm() {
-		text = fmt.Sprintf("The storm now covers %d workloads.", len(in.Members)+in.MoreMembers)
-	} else {
-		text = fmt.Sprintf("%d more matches (%d in total, %d in the last %s).", in.Count-since, in.Count, in.InWindow, in.Window)
+// updateMessage renders a coalesced thread reply: the matches of each
+// open incident since the last message about it.
+func (n *slackNotifier) updateMessage(th *Thread) message {
+	var lines []string
+	var latest incident.Sample
+	for _, id := range th.Order {
+		in := th.Incidents[id]
+		if in.State == incident.StateResolved {
+			continue
+		}
+		if in.IsStorm() {
+			lines = append(lines, fmt.Sprintf("The storm now covers %d workloads.", len(in.Members)+in.MoreMembers))
+		} else {
+			lines = append(lines, fmt.Sprintf("%s: %d more matches (%d in total, %d in the last %s).",
+				in.Key.Policy, in.Count-th.Replied[id], in.Count, in.InWindow, in.Window))
+		}
+		if in.Latest.Time.After(latest.Time) || latest.Text == "" {
+			latest = in.Latest
+		}
 	}
-	blocks := []slack.Block{section(text)}
-	if in.Latest.Text != "" {
-		blocks = append(blocks, section("*Latest match* ("+in.Latest.Time.UTC().Format(time.RFC3339)+", "+escape(in.Latest.Pod)+")\n"+code(in.Latest.Text)))
+	text := strings.Join(lines, "\n")
+	if text == "" {
+		text = "No new matches."
+	}
+	blocks := []slack.Block{section(escape(text))}
+	if latest.Text != "" {
+		blocks = append(blocks, section("*Latest match* ("+latest.Time.UTC().Format(time.RFC3339)+", "+escape(latest.Pod)+")\n"+code(latest.Text)))
 	}
 	return finish(blocks, n.redactor.String(text))
 }
 
+// joinMessage renders the reply for an incident of another policy that
+// opened for the thread's workload.
+func (n *slackNotifier) joinMessage(in *incident.Incident) message {
+	text := fmt.Sprintf("Policy %s also fired: %d matches, %d in the last %s (threshold %d).",
+		in.Key.Policy, in.Count, in.InWindow, in.Window, in.Threshold)
+	return finish([]slack.Block{section(escape(text))}, n.redactor.String(text))
+}
+
 func (n *slackNotifier) resolvedReply(in *incident.Incident) message {
-	text := fmt.Sprintf("✅ Resolved: no match for %s. %d matches in total over %s.",
-		ago(in.ResolvedAt.Sub(in.LastSeen)), in.Count, ago(in.ResolvedAt.Sub(in.FiredAt)))
+	text := fmt.Sprintf("✅ Resolved (%s): no match for %s. %d matches in total over %s.",
+		in.Key.Policy, ago(in.ResolvedAt.Sub(in.LastSeen)), in.Count, ago(in.ResolvedAt.Sub(in.FiredAt)))
 	if in.IsStorm() {
 		text = "✅ Resolved: every folded incident of this storm has resolved."
 	}
-	return finish([]slack.Block{section(text)}, text)
+	return finish([]slack.Block{section(escape(text))}, text)
 }
 
 func ruleList(r map[string]int) string {

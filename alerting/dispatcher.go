@@ -258,14 +258,15 @@ func (n *slackNotifier) preview(ev incident.Event) ([]byte, error) {
 	d := n.d
 	in := ev.Incident
 	d.redactIncident(&in)
+	th := &Thread{ID: in.ID, Incidents: map[string]incident.Incident{in.ID: in}, Order: []string{in.ID}, Replied: map[string]int{in.ID: 1}}
 	var msgs []message
 	switch ev.Transition {
 	case incident.Opened:
-		msgs = append(msgs, n.incidentMessage(&in, false))
+		msgs = append(msgs, n.threadMessage(th, false))
 	case incident.Updated:
-		msgs = append(msgs, n.incidentMessage(&in, false), n.updateMessage(&in, 1))
+		msgs = append(msgs, n.threadMessage(th, false), n.updateMessage(th))
 	case incident.Resolved:
-		msgs = append(msgs, n.incidentMessage(&in, true), n.resolvedReply(&in))
+		msgs = append(msgs, n.threadMessage(th, true), n.resolvedReply(&in))
 	default:
 		return nil, errors.New("alerting: preview needs an opened, updated or resolved event")
 	}
@@ -305,8 +306,7 @@ func (d *Dispatcher) Export() State {
 		n.mu.Lock()
 		s.Threads = map[string]*Thread{}
 		for id, th := range n.threads {
-			c := *th
-			s.Threads[id] = &c
+			s.Threads[id] = th.clone()
 		}
 		n.mu.Unlock()
 		s.SlackQueues = map[string][]slackJob{}
@@ -345,11 +345,20 @@ func (d *Dispatcher) Import(s State) error {
 		n.mu.Lock()
 		for id, th := range s.Threads {
 			if _, ok := n.queues[th.Channel]; !ok {
-				d.logger.Warn("slack thread dropped from checkpoint: channel no longer configured", "channel", th.Channel, "incident", id)
+				d.logger.Warn("slack thread dropped from checkpoint: channel no longer configured", "channel", th.Channel, "thread", id)
 				continue
 			}
 			th.ReplyQueued = false
+			if th.Replied == nil {
+				th.Replied = map[string]int{}
+			}
 			n.threads[id] = th
+			if !th.Closing {
+				n.groups[th.Group] = id
+			}
+			for inID := range th.Incidents {
+				n.byIncident[inID] = id
+			}
 		}
 		n.mu.Unlock()
 		for ch, jobs := range s.SlackQueues {
@@ -360,11 +369,13 @@ func (d *Dispatcher) Import(s State) error {
 			}
 			for _, j := range jobs {
 				if j.Kind == jobReply {
-					// Replies are re-queued by the update timer from the
+					// The update timer queues the reply again from the
 					// thread's dirty flag.
-					if th := n.threads[j.Incident]; th != nil {
+					n.mu.Lock()
+					if th := n.threads[j.Thread]; th != nil {
 						th.Dirty = true
 					}
+					n.mu.Unlock()
 					continue
 				}
 				q.push(j)

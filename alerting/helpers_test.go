@@ -138,3 +138,7 @@ func sampleIncident(ns, workload string, count int) incident.Incident {
 		LastSeen:   t0,
 	}
 }
+
+func contextWithCancel() (context.Context, context.CancelFunc) {
+	return context.WithCancel(context.Background())
+}

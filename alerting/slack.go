@@ -26,40 +26,80 @@ type slackJobKind uint8
 const (
 	jobParent slackJobKind = iota + 1
 	jobReply
+	jobJoin
 	jobResolveReply
 	jobResolveEdit
 )
 
 // slackJob is one Slack request to make. The content is rendered from the
-// thread's latest snapshot when the job runs, so a late job carries the
-// latest counts.
+// thread's latest snapshots when the job runs, so a late job carries the
+// latest counts. Incident names the incident that a join or resolve reply
+// is about.
 type slackJob struct {
 	Kind     slackJobKind `json:"kind"`
-	Incident string       `json:"incident"`
+	Thread   string       `json:"thread"`
+	Incident string       `json:"incident,omitempty"`
 	Since    time.Time    `json:"since"`
 }
 
-// Thread is the Slack state of one incident, kept in the checkpoint so a
-// restart replies in the same thread.
+// Thread is the Slack state of one thread, kept in the checkpoint so a
+// restart replies in the same thread. All incidents of one workload that
+// route to one channel share a thread: a line that both the token-expired
+// and the auth-failures policies select opens one thread, not two.
 type Thread struct {
-	// Channel is the configured channel the incident routes to, and
-	// ChannelID the ID that Slack returned for the parent message, which
-	// chat.update needs.
-	Channel   string            `json:"channel"`
-	ChannelID string            `json:"channel_id,omitempty"`
-	TS        string            `json:"ts,omitempty"`
-	Incident  incident.Incident `json:"incident"`
-	// RepliedCount is the incident count at the last message; LastReply
-	// is when it went out.
-	RepliedCount int       `json:"replied_count"`
-	LastReply    time.Time `json:"last_reply,omitzero"`
-	Dirty        bool      `json:"dirty,omitempty"`
-	ReplyQueued  bool      `json:"reply_queued,omitempty"`
-	Resolved     bool      `json:"resolved,omitempty"`
+	// ID is the ID of the incident that opened the thread.
+	ID string `json:"id"`
+	// Group is the channel, namespace and workload the thread is for;
+	// a storm summary has a group of its own.
+	Group string `json:"group"`
+	// Channel is the configured channel, and ChannelID the ID that Slack
+	// returned for the parent message, which replies and chat.update need.
+	Channel   string `json:"channel"`
+	ChannelID string `json:"channel_id,omitempty"`
+	TS        string `json:"ts,omitempty"`
+	// Incidents holds the latest snapshot of every incident in the thread,
+	// by incident ID; Order lists the IDs in the order they joined.
+	Incidents map[string]incident.Incident `json:"incidents"`
+	Order     []string                     `json:"order"`
+	// Replied is each incident's count at the last message about it, and
+	// LastReply when the last coalesced update went out.
+	Replied     map[string]int `json:"replied"`
+	LastReply   time.Time      `json:"last_reply,omitzero"`
+	Dirty       bool           `json:"dirty,omitempty"`
+	ReplyQueued bool           `json:"reply_queued,omitempty"`
+	// Closing is set once every incident has resolved; the thread then
+	// takes no new incident and goes away after the parent edit.
+	Closing bool `json:"closing,omitempty"`
 }
 
-// slackNotifier posts incidents to Slack. With a bot token each incident
-// gets a thread; with an incoming webhook each transition is one message.
+func (th *Thread) primary() incident.Incident { return th.Incidents[th.ID] }
+
+func (th *Thread) allResolved() bool {
+	for _, in := range th.Incidents {
+		if in.State != incident.StateResolved {
+			return false
+		}
+	}
+	return true
+}
+
+func (th *Thread) clone() *Thread {
+	c := *th
+	c.Incidents = make(map[string]incident.Incident, len(th.Incidents))
+	for k, v := range th.Incidents {
+		c.Incidents[k] = v
+	}
+	c.Order = append([]string(nil), th.Order...)
+	c.Replied = make(map[string]int, len(th.Replied))
+	for k, v := range th.Replied {
+		c.Replied[k] = v
+	}
+	return &c
+}
+
+// slackNotifier posts incidents to Slack. With a bot token each workload
+// gets a thread per episode; with an incoming webhook each transition is
+// one message.
 type slackNotifier struct {
 	d        *Dispatcher
 	cfg      SlackConfig
@@ -72,21 +112,25 @@ type slackNotifier struct {
 
 	queues map[string]*queue[slackJob] // by configured channel; fixed after construction
 
-	mu      sync.Mutex // guards threads and authErr
-	threads map[string]*Thread
-	authErr error
+	mu         sync.Mutex         // guards the fields below
+	threads    map[string]*Thread // by thread ID
+	groups     map[string]string  // open (not closing) thread ID by group
+	byIncident map[string]string  // thread ID by incident ID
+	authErr    error
 }
 
 func newSlackNotifier(d *Dispatcher, cfg SlackConfig, httpClient *http.Client) (*slackNotifier, error) {
 	n := &slackNotifier{
-		d:        d,
-		cfg:      cfg,
-		logger:   d.logger.With("notifier", "slack"),
-		redactor: d.redactor,
-		once:     &d.once,
-		http:     httpClient,
-		queues:   map[string]*queue[slackJob]{},
-		threads:  map[string]*Thread{},
+		d:          d,
+		cfg:        cfg,
+		logger:     d.logger.With("notifier", "slack"),
+		redactor:   d.redactor,
+		once:       &d.once,
+		http:       httpClient,
+		queues:     map[string]*queue[slackJob]{},
+		threads:    map[string]*Thread{},
+		groups:     map[string]string{},
+		byIncident: map[string]string{},
 	}
 	if cfg.TokenFile != "" || cfg.TokenEnv != "" {
 		token, err := loadSecret("alerting.slack", "token", cfg.TokenFile, cfg.TokenEnv)
@@ -138,6 +182,16 @@ func (n *slackNotifier) route(k incident.Key) string {
 	return n.cfg.Channel
 }
 
+// groupOf returns the thread group of in: channel, namespace and
+// workload. Storm summaries, and every incident in webhook mode, which has
+// no threads, get a group of their own.
+func (n *slackNotifier) groupOf(in *incident.Incident, channel string) string {
+	if in.IsStorm() || n.client == nil {
+		return "incident\x00" + in.ID
+	}
+	return channel + "\x00" + in.Key.Namespace + "\x00" + in.Key.Workload
+}
+
 // handle records ev and queues the Slack requests it needs. Folded
 // incidents are skipped because their storm summary lists them.
 func (n *slackNotifier) handle(ev incident.Event) {
@@ -147,32 +201,57 @@ func (n *slackNotifier) handle(ev incident.Event) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	th := n.threads[in.ID]
+	th := n.threads[n.byIncident[in.ID]]
 	if th == nil {
-		if ev.Transition == incident.Resolved && !in.IsStorm() && in.FiredAt.IsZero() {
+		if ev.Transition == incident.Resolved && in.FiredAt.IsZero() {
 			return
 		}
-		th = &Thread{Channel: n.route(in.Key), Incident: in}
-		n.threads[in.ID] = th
-		n.push(th, jobParent, ev.Time)
+		th = n.join(in, ev.Time)
 		if ev.Transition == incident.Opened {
 			return
 		}
 	}
-	th.Incident = in
+	th.Incidents[in.ID] = in
 	switch ev.Transition {
 	case incident.Updated:
 		th.Dirty = true
 	case incident.Resolved:
-		th.Resolved = true
-		th.Dirty = false
-		n.push(th, jobResolveReply, ev.Time)
-		n.push(th, jobResolveEdit, ev.Time)
+		n.push(th, jobResolveReply, in.ID, ev.Time)
+		if th.allResolved() {
+			th.Closing = true
+			th.Dirty = false
+			delete(n.groups, th.Group)
+			n.push(th, jobResolveEdit, "", ev.Time)
+		}
 	}
 }
 
-func (n *slackNotifier) push(th *Thread, kind slackJobKind, at time.Time) {
-	n.queues[th.Channel].push(slackJob{Kind: kind, Incident: th.Incident.ID, Since: at})
+// join adds in to the open thread of its group, or starts a thread.
+func (n *slackNotifier) join(in incident.Incident, at time.Time) *Thread {
+	ch := n.route(in.Key)
+	group := n.groupOf(&in, ch)
+	if th := n.threads[n.groups[group]]; th != nil {
+		th.Incidents[in.ID] = in
+		th.Order = append(th.Order, in.ID)
+		n.byIncident[in.ID] = th.ID
+		n.push(th, jobJoin, in.ID, at)
+		return th
+	}
+	th := &Thread{
+		ID: in.ID, Group: group, Channel: ch,
+		Incidents: map[string]incident.Incident{in.ID: in},
+		Order:     []string{in.ID},
+		Replied:   map[string]int{},
+	}
+	n.threads[th.ID] = th
+	n.groups[group] = th.ID
+	n.byIncident[in.ID] = th.ID
+	n.push(th, jobParent, in.ID, at)
+	return th
+}
+
+func (n *slackNotifier) push(th *Thread, kind slackJobKind, incidentID string, at time.Time) {
+	n.queues[th.Channel].push(slackJob{Kind: kind, Thread: th.ID, Incident: incidentID, Since: at})
 }
 
 // flushUpdates queues a reply for every thread with new matches whose last
@@ -181,10 +260,10 @@ func (n *slackNotifier) flushUpdates(now time.Time) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	for _, th := range n.threads {
-		if th.Dirty && !th.ReplyQueued && !th.Resolved && !th.LastReply.IsZero() && now.Sub(th.LastReply) >= n.cfg.UpdateInterval {
+		if th.Dirty && !th.ReplyQueued && !th.Closing && !th.LastReply.IsZero() && now.Sub(th.LastReply) >= n.cfg.UpdateInterval {
 			th.Dirty = false
 			th.ReplyQueued = true
-			n.push(th, jobReply, now)
+			n.push(th, jobReply, "", now)
 		}
 	}
 }
@@ -223,7 +302,7 @@ func (n *slackNotifier) runQueue(ctx context.Context, ch string, q *queue[slackJ
 			return
 		}
 		if err != nil {
-			n.logger.Debug("slack job dropped", "channel", ch, "incident", job.Incident, "err", err)
+			n.logger.Debug("slack job dropped", "channel", ch, "thread", job.Thread, "err", err)
 		}
 		q.pop()
 		if !sleep(ctx, n.cfg.MessageInterval) {
@@ -232,67 +311,79 @@ func (n *slackNotifier) runQueue(ctx context.Context, ch string, q *queue[slackJ
 	}
 }
 
+// render returns the message for job from a snapshot of its thread, and
+// the thread_ts to post it under ("" for a new parent).
+func (n *slackNotifier) render(job slackJob, th *Thread) (message, string) {
+	primary := th.primary()
+	switch job.Kind {
+	case jobParent:
+		return n.threadMessage(th, false), ""
+	case jobReply:
+		return n.updateMessage(th), th.TS
+	case jobJoin:
+		in := th.Incidents[job.Incident]
+		return n.joinMessage(&in), th.TS
+	case jobResolveReply:
+		in := th.Incidents[job.Incident]
+		return n.resolvedReply(&in), th.TS
+	case jobResolveEdit:
+		return n.threadMessage(th, true), th.TS
+	}
+	return message{Text: primary.ID}, ""
+}
+
 // do makes the request for job with retries. It returns ctx.Err() when
 // ctx ended so the job stays queued.
 func (n *slackNotifier) do(ctx context.Context, ch string, job slackJob) error {
 	n.mu.Lock()
-	th := n.threads[job.Incident]
-	if th == nil {
+	live := n.threads[job.Thread]
+	if live == nil {
 		n.mu.Unlock()
-		return fmt.Errorf("slack: no thread for incident %s", job.Incident)
+		return fmt.Errorf("slack: no thread %s", job.Thread)
 	}
-	in := th.Incident
-	ts, chID, replied := th.TS, th.ChannelID, th.RepliedCount
+	th := live.clone()
 	n.mu.Unlock()
 
+	if job.Kind == jobResolveEdit && th.TS == "" {
+		// The parent never went out, so there is nothing to edit.
+		n.finish(job, "", "")
+		return nil
+	}
+	msg, threadTS := n.render(job, th)
+	edit := job.Kind == jobResolveEdit
+	if threadTS == "" && job.Kind != jobParent && n.client != nil {
+		// The parent never went out: post the whole thread as the parent
+		// so the incident is still seen.
+		msg = n.threadMessage(th, th.allResolved())
+	}
 	label := "slack:" + ch
 	textOnly := false
 	var sentTS, sentCh string
 	send := func(ctx context.Context) error {
-		var msg message
-		threadTS := ""
-		switch job.Kind {
-		case jobParent:
-			msg = n.incidentMessage(&in, false)
-		case jobReply:
-			msg = n.updateMessage(&in, replied)
-			threadTS = ts
-		case jobResolveReply:
-			msg = n.resolvedReply(&in)
-			threadTS = ts
-		case jobResolveEdit:
-			if ts == "" {
-				return nil
-			}
-			msg = n.incidentMessage(&in, true)
-		}
-		if threadTS == "" && job.Kind != jobParent && job.Kind != jobResolveEdit && n.client != nil {
-			// The parent never went out: post this one as the parent so the
-			// incident is still seen.
-			msg = n.incidentMessage(&in, job.Kind == jobResolveReply)
-		}
+		m := msg
 		if textOnly {
-			msg.Blocks = nil
+			m.Blocks = nil
 		}
 		var err error
-		sentCh, sentTS, err = n.post(ctx, ch, chID, threadTS, job.Kind == jobResolveEdit, ts, msg)
+		sentCh, sentTS, err = n.post(ctx, ch, th.ChannelID, threadTS, edit, th.TS, m)
 		if isSlackError(err, "invalid_blocks") && !textOnly {
 			// Blocks are cut to Slack's limits, so this points at a limit
 			// we do not know about; the text alone still informs.
 			n.once.log(n.logger, "invalid_blocks", "slack rejected blocks, sending text only", "channel", ch, "err", err)
 			textOnly = true
-			sentCh, sentTS, err = n.post(ctx, ch, chID, threadTS, job.Kind == jobResolveEdit, ts, message{Text: msg.Text})
+			sentCh, sentTS, err = n.post(ctx, ch, th.ChannelID, threadTS, edit, th.TS, message{Text: m.Text})
 		}
 		return err
 	}
 	err := n.d.attempt(ctx, label, job.Since, 0, send, n.classify)
 	if err != nil {
-		if ctx.Err() == nil {
-			var v = n.classify(err)
-			n.once.log(n.logger, label+" "+v.reason, "slack notification failed permanently",
-				"channel", ch, "incident", in.ID, "reason", v.reason, "fix", slackFix(v.reason, ch), "err", err)
-			n.setAuthErr(v.reason, err)
+		if ctx.Err() != nil {
+			return err
 		}
+		v := n.classify(err)
+		n.once.log(n.logger, label+" "+v.reason, "slack notification failed permanently",
+			"channel", ch, "thread", th.ID, "reason", v.reason, "fix", slackFix(v.reason, ch), "err", err)
+		n.setAuthErr(v.reason, err)
 		n.finish(job, "", "")
 		return err
 	}
@@ -304,35 +395,30 @@ func (n *slackNotifier) do(ctx context.Context, ch string, job slackJob) error {
 func (n *slackNotifier) finish(job slackJob, channelID, ts string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	th := n.threads[job.Incident]
+	th := n.threads[job.Thread]
 	if th == nil {
 		return
 	}
-	now := n.d.now()
-	switch job.Kind {
-	case jobParent:
-		th.LastReply = now
-		th.RepliedCount = th.Incident.Count
-		if ts != "" {
-			th.TS, th.ChannelID = ts, channelID
-		}
-	case jobReply:
-		th.ReplyQueued = false
-		th.LastReply = now
-		th.RepliedCount = th.Incident.Count
-		if th.TS == "" && ts != "" {
-			th.TS, th.ChannelID = ts, channelID
-		}
-	case jobResolveReply:
-		if th.TS == "" && ts != "" {
-			// The resolve went out as the parent; nothing is left to edit.
-			th.TS, th.ChannelID = ts, channelID
-		}
-	case jobResolveEdit:
-		delete(n.threads, job.Incident)
+	if th.TS == "" && ts != "" && job.Kind != jobResolveEdit {
+		th.TS, th.ChannelID = ts, channelID
 	}
-	if n.client == nil && job.Kind == jobResolveReply {
-		delete(n.threads, job.Incident)
+	switch job.Kind {
+	case jobParent, jobReply:
+		if job.Kind == jobReply {
+			th.ReplyQueued = false
+		}
+		th.LastReply = n.d.now()
+		for id, in := range th.Incidents {
+			th.Replied[id] = in.Count
+		}
+	case jobJoin:
+		th.Replied[job.Incident] = th.Incidents[job.Incident].Count
+	}
+	if job.Kind == jobResolveEdit {
+		delete(n.threads, th.ID)
+		for id := range th.Incidents {
+			delete(n.byIncident, id)
+		}
 	}
 }
 

@@ -1,0 +1,168 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/authwatch/authwatch/e2e/harness"
+	"github.com/authwatch/authwatch/internal/slacktest"
+)
+
+// TestAlertingSlackThreadOpensAndResolves runs authwatch against the real
+// cluster with Slack pointed at a local stand-in: a workload that starts
+// failing with 401 opens exactly one thread, and once its API accepts the
+// token again the thread gets a resolve reply and the parent is edited.
+func TestAlertingSlackThreadOpensAndResolves(t *testing.T) {
+	ctx := t.Context()
+	ns := newNamespace(t, "alerting")
+	kubeconfig := applyDeployRBAC(t)
+
+	const slackToken = "xoxb-e2e-0000-slacktoken"
+	slack := slacktest.New(slackToken, "e2ehooksecret", "auth-alerts")
+	defer slack.Close()
+
+	// The API the workload calls: 401 until accept is set.
+	var accept atomic.Bool
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !accept.Load() {
+			http.Error(w, `{"detail":"Token is expired"}`, http.StatusUnauthorized)
+			return
+		}
+		_, _ = w.Write([]byte(`{"ok":true}`))
+	}))
+	defer api.Close()
+
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "slack-token")
+	if err := os.WriteFile(tokenFile, []byte(slackToken+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	config := filepath.Join(dir, "authwatch.yaml")
+	err := os.WriteFile(config, []byte(fmt.Sprintf(`
+policies:
+  - name: token-expired
+    select: {categories: [token_expired], min_severity: error}
+    threshold: 1
+    window: 1m
+    resolve_after: 4s
+  - name: auth-failures
+    select: {categories: [auth_failure], min_severity: error}
+    threshold: 5
+    window: 1m
+    resolve_after: 4s
+alerting:
+  slack:
+    token_file: %s
+    channel: "#auth-alerts"
+    api_url: %s
+    message_interval: 10ms
+    update_interval: 1s
+`, tokenFile, slack.APIURL())), 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := startAuthwatch(t, kubeconfig, "--config="+config, "-n", ns, "-l", "app=town-builder",
+		"--checkpoint-configmap=authwatch-checkpoint", "--checkpoint-namespace=authwatch")
+
+	env := []corev1.EnvVar{{Name: "API_TOKEN", Value: "expired-token-value"}}
+	dep := scriptDeployment(ns, "town-builder", 1, env,
+		"auth url="+api.URL+"/api/towns/ env=API_TOKEN every=200ms fail="+quoteArg(expiredLine)+` ok="INFO town-builder: API accepted the token"`,
+		`emit count=0 every=200ms text="INFO town-builder: built house {seq}"`)
+	if _, err := cluster.Client().AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	parents := func() []slacktest.Message {
+		var out []slacktest.Message
+		for _, m := range slack.Messages() {
+			if m.ThreadTS == "" {
+				out = append(out, m)
+			}
+		}
+		return out
+	}
+	err = harness.WaitFor(ctx, 2*time.Minute, "a Slack thread for the failing workload", func(context.Context) (bool, error) {
+		if !d.running() {
+			return false, fmt.Errorf("%w: authwatch exited: %v", harness.ErrStopWaiting, d.waitErr)
+		}
+		p := parents()
+		return len(p) > 0, fmt.Errorf("%d parent messages", len(p))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Keep failing a while: the thread may get updates, never a second
+	// parent.
+	time.Sleep(2 * time.Second)
+	p := parents()
+	if len(p) != 1 {
+		t.Fatalf("parent messages while failing = %d, want 1: %+v", len(p), p)
+	}
+	parent := p[0]
+	for _, want := range []string{"token-expired", ns + "/Deployment/town-builder"} {
+		if !strings.Contains(parent.Text, want) {
+			t.Errorf("parent text %q lacks %q", parent.Text, want)
+		}
+	}
+
+	accept.Store(true)
+	err = harness.WaitFor(ctx, 2*time.Minute, "the thread to resolve", func(context.Context) (bool, error) {
+		for _, m := range slack.Messages() {
+			if m.TS == parent.TS && m.Edits > 0 && strings.Contains(m.Text, "[resolved]") {
+				return true, nil
+			}
+		}
+		return false, fmt.Errorf("parent not edited yet; %d messages", len(slack.Messages()))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The expired-token line is selected by both default policies; each
+	// incident resolves with a reply of its own in the one thread.
+	resolves := map[string]int{}
+	for _, m := range slack.Messages() {
+		if m.ThreadTS == "" && m.TS != parent.TS {
+			t.Errorf("second parent message: %q", m.Text)
+		}
+		if m.ThreadTS == parent.TS && strings.Contains(m.Text, "Resolved") {
+			_, policy, _ := strings.Cut(m.Text, "Resolved (")
+			policy, _, _ = strings.Cut(policy, ")")
+			resolves[policy]++
+		}
+	}
+	if resolves["token-expired"] != 1 || resolves["auth-failures"] != 1 || len(resolves) != 2 {
+		t.Errorf("resolve replies in the thread by policy = %v, want one each for token-expired and auth-failures", resolves)
+	}
+	for _, m := range slack.Requests() {
+		if strings.Contains(m, slackToken) || strings.Contains(m, "expired-token-value") {
+			t.Error("a Slack message carries a secret")
+		}
+	}
+
+	s, err := d.metrics(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.sum("authwatch_incident_transitions_total", map[string]string{"policy": "token-expired", "transition": "resolved"}); got != 1 {
+		t.Errorf("resolved transitions = %v, want 1", got)
+	}
+	if got := s.sum("authwatch_notifications_total", map[string]string{"channel": "slack:#auth-alerts", "result": "failed"}); got != 0 {
+		t.Errorf("failed notifications = %v, want 0", got)
+	}
+	if got := s.sum("authwatch_slack_auth_ok", nil); got != 1 {
+		t.Errorf("authwatch_slack_auth_ok = %v, want 1", got)
+	}
+}
