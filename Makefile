@@ -38,7 +38,12 @@ test-e2e: kube-bins build $(HELM)
 	AUTHWATCH_KUBE_BIN="$$(./e2e/kube/build.sh --print-dir "$(KUBE_CACHE)")" \
 		$(GO) test -tags e2e -count=1 -timeout 30m ./e2e/...
 
+# A control plane with a workload whose token expired, and authwatch
+# watching it, until Ctrl-C.
 demo: kube-bins build
+	$(GO) build -o $(BIN)/authwatch-demo ./e2e/demo
+	AUTHWATCH_KUBE_BIN="$$(./e2e/kube/build.sh --print-dir "$(KUBE_CACHE)")" \
+		$(BIN)/authwatch-demo -authwatch $(BIN)/authwatch
 
 bench-scan: build
 	./bench/scan.sh

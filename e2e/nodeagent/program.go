@@ -140,10 +140,12 @@ func processEnv(env []string) []string {
 //	    DURATION (default 0) between lines. TEXT may hold {seq}, the
 //	    1-based number of the line within this instance, {restart} and
 //	    {pod}.
-//	auth url=URL env=NAME [scheme=Bearer] [every=DURATION] [fail=TEXT] [ok=TEXT]
+//	auth url=URL env=NAME [scheme=Bearer] [every=DURATION] [tries=N] [fail=TEXT] [ok=TEXT]
 //	    calls GET URL with "Authorization: SCHEME $NAME" every DURATION
-//	    (default 1s), writing fail (with {status}) after each 401 or 403,
-//	    until a 2xx response; then writes ok and goes on.
+//	    (default 1s), writing fail (with {status}) after each failed
+//	    call, until a 2xx response, then writes ok and goes on. With
+//	    tries, it goes on after N failed calls too (0, the default, means
+//	    no limit).
 //	sleep DURATION | sleep forever
 //	exit [CODE]
 //	loop [times=N]
@@ -162,7 +164,7 @@ type step struct {
 
 var stepKeys = map[string][]string{
 	"emit":  {"count", "every", "stream", "text"},
-	"auth":  {"url", "env", "scheme", "every", "fail", "ok"},
+	"auth":  {"url", "env", "scheme", "every", "tries", "fail", "ok"},
 	"sleep": {},
 	"exit":  {},
 	"loop":  {"times"},
@@ -206,7 +208,7 @@ func parseScript(args []string) (*script, error) {
 }
 
 func (st step) check() error {
-	for _, k := range []string{"count", "times"} {
+	for _, k := range []string{"count", "times", "tries"} {
 		if v, ok := st.args[k]; ok {
 			if _, err := strconv.Atoi(v); err != nil {
 				return fmt.Errorf("%s=%q is not an integer", k, v)
@@ -342,8 +344,9 @@ func (s *script) auth(ctx context.Context, out *instance, client *http.Client, s
 	if ok == "" {
 		ok = "INFO GET " + url + " succeeded: HTTP {status}"
 	}
-	for first := true; ; first = false {
-		if !first && !sleepCtx(ctx, every) {
+	tries, _ := strconv.Atoi(st.args["tries"])
+	for n := 0; tries == 0 || n < tries; n++ {
+		if n > 0 && !sleepCtx(ctx, every) {
 			return false
 		}
 		req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
@@ -369,6 +372,7 @@ func (s *script) auth(ctx context.Context, out *instance, client *http.Client, s
 		}
 		out.write("stdout", format(fail, "{status}", status))
 	}
+	return true
 }
 
 func sleepForever(ctx context.Context) bool {
