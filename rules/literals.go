@@ -181,3 +181,119 @@ func dedupFold(strs []string) []string {
 	}
 	return out
 }
+
+// maxConjunctions bounds the alternatives that regexConditions tracks.
+const maxConjunctions = 64
+
+// conjunction is a list of literal sets that must all occur in a line: one
+// string of each set.
+type conjunction []litSet
+
+// regexConditions derives a finer prefilter than regexLiterals: a list of
+// conjunctions, one of which every match satisfies. For
+// `(?:invalid|bad) (?:token|api key)` it returns one conjunction of two
+// sets, so a line with "token" alone is not a candidate. It returns nil
+// when some alternative of the expression needs no literal.
+func regexConditions(expr string) []conjunction {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil
+	}
+	dnf := conditionsOf(re.Simplify())
+	if len(dnf) == 0 {
+		return nil
+	}
+	for _, c := range dnf {
+		if len(c) == 0 {
+			return nil
+		}
+	}
+	return dnf
+}
+
+// conditionsOf returns the conjunctions of re; a conjunction without sets
+// means "no requirement".
+func conditionsOf(re *syntax.Regexp) []conjunction {
+	switch re.Op {
+	case syntax.OpCapture:
+		return conditionsOf(re.Sub[0])
+	case syntax.OpPlus:
+		return conditionsOf(re.Sub[0])
+	case syntax.OpRepeat:
+		if re.Min >= 1 {
+			return conditionsOf(re.Sub[0])
+		}
+	case syntax.OpAlternate:
+		var out []conjunction
+		for _, sub := range re.Sub {
+			out = append(out, conditionsOf(sub)...)
+			if len(out) > maxConjunctions {
+				return single(re)
+			}
+		}
+		return out
+	case syntax.OpConcat:
+		return concatConditions(re)
+	default:
+		return single(re)
+	}
+	return []conjunction{{}}
+}
+
+// single wraps the literal set of re, if selective enough, as the only
+// conjunction.
+func single(re *syntax.Regexp) []conjunction {
+	s, ok := literalsOf(re)
+	if !ok || s.score() < minLiteral {
+		return []conjunction{{}}
+	}
+	return []conjunction{{litSet{strs: s.strs}}}
+}
+
+// concatConditions multiplies the conditions of the parts of a
+// concatenation. Runs of exact parts are joined first, as concatLiterals
+// does, so that "40" and [13] become "401" and "403".
+func concatConditions(re *syntax.Regexp) []conjunction {
+	out := []conjunction{{}}
+	var run litSet
+	inRun := false
+	flush := func() {
+		if inRun && run.score() >= minLiteral {
+			for i := range out {
+				out[i] = append(slices.Clip(out[i]), litSet{strs: run.strs})
+			}
+		}
+		inRun = false
+	}
+	for _, sub := range re.Sub {
+		if s, ok := literalsOf(sub); ok && s.exact {
+			if inRun && len(run.strs)*len(s.strs) <= maxLiteralSet {
+				var joined []string
+				for _, a := range run.strs {
+					for _, b := range s.strs {
+						joined = append(joined, a+b)
+					}
+				}
+				run = litSet{strs: dedupFold(joined), exact: true}
+				continue
+			}
+			flush()
+			run, inRun = s, true
+			continue
+		}
+		flush()
+		sc := conditionsOf(sub)
+		if len(out)*len(sc) > maxConjunctions {
+			return single(re)
+		}
+		var next []conjunction
+		for _, a := range out {
+			for _, b := range sc {
+				next = append(next, append(slices.Clip(a), b...))
+			}
+		}
+		out = next
+	}
+	flush()
+	return out
+}

@@ -39,14 +39,21 @@ type Matcher struct {
 	rules []compiledRule // in rank order: the first that matches wins
 	pf    *prefilter     // nil when there are no rules
 	refs  [][]litRef     // per prefilter pattern, the rules that use it
-	// scratch holds *[]uint64 bit sets of candidate rules, one per
-	// concurrent Match call, cleared before they return to the pool.
+	// scratch holds *scratch values, one per concurrent Match call,
+	// cleared before they return to the pool.
 	scratch sync.Pool
+}
+
+// scratch holds the bit sets of one Match call.
+type scratch struct {
+	rules    []uint64 // candidate rules: one of their literals occurs
+	patterns []uint64 // prefilter patterns that occur
 }
 
 type litRef struct {
 	rule  int32
 	exact []byte // for a case-sensitive literal, its bytes; nil otherwise
+	word  bool   // the literal counts only as a whole word
 }
 
 type compiledRule struct {
@@ -56,6 +63,11 @@ type compiledRule struct {
 	excludeLi [][]byte
 	json      []FieldCondition
 	groups    []int // per Fields entry, its capture group index, or -1
+	// conds are the conjunctions derived from the regex (see
+	// regexConditions) as prefilter pattern ids: the rule is a candidate
+	// only when, for one conjunction, every group has a pattern in the
+	// line. Nil when the regex yields none.
+	conds [][][]int32
 }
 
 // Default compiles the embedded default pack alone.
@@ -169,11 +181,12 @@ func Compile(opts Options) (*Matcher, error) {
 	if len(errs) > 0 {
 		return nil, errors.Join(errs...)
 	}
-	m.buildPrefilter()
-	words := (len(m.rules) + 63) / 64
+	npat := m.buildPrefilter()
 	m.scratch.New = func() any {
-		s := make([]uint64, words)
-		return &s
+		return &scratch{
+			rules:    make([]uint64, (len(m.rules)+63)/64),
+			patterns: make([]uint64, (npat+63)/64),
+		}
 	}
 	return m, nil
 }
@@ -257,23 +270,43 @@ func derivedLiterals(r Rule) []string {
 	return best
 }
 
-func (m *Matcher) buildPrefilter() {
+// buildPrefilter interns the literals of all rules as prefilter patterns
+// and returns how many there are.
+func (m *Matcher) buildPrefilter() int {
 	var patterns [][]byte
 	ids := map[string]int{}
-	for ri, r := range m.rules {
+	intern := func(l string) int {
+		folded := make([]byte, len(l))
+		for i := range len(l) {
+			folded[i] = fold(l[i])
+		}
+		id, ok := ids[string(folded)]
+		if !ok {
+			id = len(patterns)
+			ids[string(folded)] = id
+			patterns = append(patterns, folded)
+			m.refs = append(m.refs, nil)
+		}
+		return id
+	}
+	for ri := range m.rules {
+		r := &m.rules[ri]
+		if r.Regex != "" {
+			for _, conj := range regexConditions(r.Regex) {
+				var groups [][]int32
+				for _, set := range conj {
+					var g []int32
+					for _, s := range set.strs {
+						g = append(g, int32(intern(s)))
+					}
+					groups = append(groups, g)
+				}
+				r.conds = append(r.conds, groups)
+			}
+		}
 		for _, l := range r.Literals {
-			folded := make([]byte, len(l))
-			for i := range len(l) {
-				folded[i] = fold(l[i])
-			}
-			id, ok := ids[string(folded)]
-			if !ok {
-				id = len(patterns)
-				ids[string(folded)] = id
-				patterns = append(patterns, folded)
-				m.refs = append(m.refs, nil)
-			}
-			ref := litRef{rule: int32(ri)}
+			id := intern(l)
+			ref := litRef{rule: int32(ri), word: r.WholeWords}
 			if r.CaseSensitive {
 				ref.exact = []byte(l)
 			}
@@ -283,6 +316,7 @@ func (m *Matcher) buildPrefilter() {
 	if len(patterns) > 0 {
 		m.pf = newPrefilter(patterns)
 	}
+	return len(patterns)
 }
 
 // Rules returns the active rules in the order the matcher tries them, with
@@ -331,16 +365,20 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 		return dst
 	}
 
-	setp := m.scratch.Get().(*[]uint64)
-	set := *setp
+	sc := m.scratch.Get().(*scratch)
+	set, pats := sc.rules, sc.patterns
 	pf := m.pf
 	s := state
 	for {
 		if s >= pf.firstOut {
 			st := s / pf.nclass
 			for _, id := range pf.outIDs[pf.outStart[st]:pf.outStart[st+1]] {
+				pats[id>>6] |= 1 << (id & 63)
 				for _, ref := range m.refs[id] {
 					if ref.exact != nil && !bytes.Equal(text[end-len(ref.exact):end], ref.exact) {
+						continue
+					}
+					if ref.word && !wholeWord(text, end-int(pf.patLen[id]), end) {
 						continue
 					}
 					set[ref.rule>>6] |= 1 << (ref.rule & 63)
@@ -363,14 +401,46 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 				continue
 			}
 			r := &m.rules[w*64+b]
+			if !r.condsHold(pats) {
+				continue
+			}
 			if match, ok := r.match(line, text); ok {
 				dst = append(dst, match)
 				done = !all
 			}
 		}
 	}
-	m.scratch.Put(setp)
+	clear(pats)
+	m.scratch.Put(sc)
 	return dst
+}
+
+// condsHold reports whether the patterns that occur in a line satisfy one
+// of the conjunctions of r.
+func (r *compiledRule) condsHold(pats []uint64) bool {
+	if r.conds == nil {
+		return true
+	}
+	for _, conj := range r.conds {
+		ok := true
+		for _, group := range conj {
+			hit := false
+			for _, id := range group {
+				if pats[id>>6]&(1<<(id&63)) != 0 {
+					hit = true
+					break
+				}
+			}
+			if !hit {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
 }
 
 // match evaluates the conditions of r on text, whose literals hit.
@@ -493,4 +563,13 @@ func indexFold(s, sub []byte) int {
 		}
 	}
 	return -1
+}
+
+func isWordByte(b byte) bool {
+	return 'a' <= b && b <= 'z' || 'A' <= b && b <= 'Z' || '0' <= b && b <= '9' || b == '_'
+}
+
+// wholeWord reports whether text[start:end] is not part of a longer word.
+func wholeWord(text []byte, start, end int) bool {
+	return (start == 0 || !isWordByte(text[start-1])) && (end == len(text) || !isWordByte(text[end]))
 }

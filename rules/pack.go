@@ -16,7 +16,8 @@ import (
 //
 // A pack has two optional top-level keys: "rules", a list of rules whose
 // keys mirror the fields of Rule in snake case (id, description, category,
-// severity, literals, case_sensitive, regex, json, exclude, fields), and
+// severity, literals, case_sensitive, whole_words, regex, json, exclude,
+// fields), and
 // "disable", a list of rule ids to turn off.
 type PackFile struct {
 	Name string
@@ -177,7 +178,7 @@ func (d *decoder) boolean(n *yaml.Node, path string) bool {
 	return false
 }
 
-var ruleKeys = []string{"id", "description", "category", "severity", "literals", "case_sensitive", "regex", "json", "exclude", "fields"}
+var ruleKeys = []string{"id", "description", "category", "severity", "literals", "case_sensitive", "whole_words", "regex", "json", "exclude", "fields"}
 
 // parsePack decodes and validates the syntax of one pack. It checks every
 // value that can be checked without the other packs; Compile checks ids
@@ -248,13 +249,13 @@ func (d *decoder) rule(n *yaml.Node, path, origin string) (Rule, bool) {
 		case "description":
 			r.Description, _ = d.scalar(v, vpath)
 		case "category":
+			hasCategory = true
 			if s, ok := d.scalar(v, vpath); ok {
 				c, ok := ParseCategory(s)
 				if !ok {
 					d.fail(v, vpath, "unknown category %q; valid categories are auth_failure, token_expired, error", s)
 				}
 				r.Category = c
-				hasCategory = true
 			}
 		case "severity":
 			if s, ok := d.scalar(v, vpath); ok {
@@ -273,6 +274,8 @@ func (d *decoder) rule(n *yaml.Node, path, origin string) (Rule, bool) {
 			}
 		case "case_sensitive":
 			r.CaseSensitive = d.boolean(v, vpath)
+		case "whole_words":
+			r.WholeWords = d.boolean(v, vpath)
 		case "regex":
 			if s, ok := d.scalar(v, vpath); ok {
 				d.checkRegex(v, vpath, s)

@@ -17,6 +17,10 @@ type Rule struct {
 	// CaseSensitive makes Literals, Regex and JSON values match case
 	// sensitively; by default they ignore ASCII case.
 	CaseSensitive bool
+	// WholeWords makes a literal count only where it is not part of a
+	// longer word: the bytes around it are not ASCII letters, digits or
+	// '_'. It lets a rule such as "ERROR as a word" skip the regex.
+	WholeWords bool
 	// Regex is an RE2 expression that must match the line as well.
 	Regex string
 	// JSON conditions must all hold on a line that is a JSON object.
