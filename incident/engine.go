@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 	"unicode/utf8"
@@ -177,7 +178,9 @@ func (t *track) add(m *rules.Match, now time.Time, mask func([]byte) []byte) {
 	t.times = append(t.times, now)
 	t.prune(now)
 	if len(t.times) > maxWindowTimes {
-		t.times = slices.Delete(t.times, 0, len(t.times)-maxWindowTimes)
+		// Reslicing keeps this O(1); append reallocates, and so frees
+		// the dropped head, once the capacity runs out.
+		t.times = t.times[len(t.times)-maxWindowTimes:]
 	}
 	in.InWindow = len(t.times)
 	in.Threshold = t.policy.Threshold
@@ -218,7 +221,7 @@ func sampleText(mask func([]byte) []byte, text []byte) string {
 		}
 		b = append(b[:cut:cut], "…"...)
 	}
-	return string([]rune(string(b)))
+	return strings.ToValidUTF8(string(b), "\uFFFD")
 }
 
 func (t *track) prune(now time.Time) {
@@ -227,7 +230,7 @@ func (t *track) prune(now time.Time) {
 	for i < len(t.times) && !t.times[i].After(cutoff) {
 		i++
 	}
-	t.times = slices.Delete(t.times, 0, i)
+	t.times = t.times[i:]
 	t.inc.InWindow = len(t.times)
 }
 
@@ -247,12 +250,16 @@ func (e *Engine) fire(t *track, now time.Time, events []Event) []Event {
 func (e *Engine) stormCheck(t *track, now time.Time, events []Event) []Event {
 	e.pruneFires(now)
 	e.fires = append(e.fires, StormFire{Key: t.inc.Key, Time: now})
-	workloads := map[[2]string]bool{}
-	for _, f := range e.fires {
-		workloads[[2]string{f.Key.Namespace, f.Key.Workload}] = true
-	}
-	if len(workloads) <= e.storm.Workloads {
-		return events
+	if e.summary == nil {
+		// Counting distinct workloads is only needed until the storm
+		// starts; during one, every new incident folds.
+		workloads := map[[2]string]bool{}
+		for _, f := range e.fires {
+			workloads[[2]string{f.Key.Namespace, f.Key.Workload}] = true
+		}
+		if len(workloads) <= e.storm.Workloads {
+			return events
+		}
 	}
 	if e.summary == nil {
 		s := &track{inc: Incident{
