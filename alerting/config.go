@@ -83,7 +83,7 @@ type Link struct {
 	tmpl *template.Template
 }
 
-// LinkData is what a Link URL template sees.
+// LinkData holds the fields a Link URL template can use.
 type LinkData struct {
 	ID, Policy, Namespace, Workload, Kind, Name string
 }

@@ -116,12 +116,12 @@ func New(opts Options) (*Dispatcher, error) {
 	return d, nil
 }
 
-// Redactor returns the redactor that knows every configured credential,
+// Redactor returns the redactor that holds every configured credential,
 // for callers that print text derived from incidents.
 func (d *Dispatcher) Redactor() *Redactor { return d.redactor }
 
-// Notify queues the events for every notifier that takes them. It never
-// blocks on the network.
+// Notify queues the events for every notifier that takes them. It does
+// no network I/O; the queues are unbounded and drained by Run.
 func (d *Dispatcher) Notify(events ...incident.Event) {
 	for _, ev := range events {
 		d.redactIncident(&ev.Incident)
@@ -137,8 +137,9 @@ func (d *Dispatcher) Notify(events ...incident.Event) {
 	}
 }
 
-// redactIncident masks secrets in the text an incident carries before any
-// notifier sees it. The event is a copy, so the engine keeps its own.
+// redactIncident masks secrets in the sample lines of an incident before
+// any notifier renders them. The event is a copy, so the engine keeps its
+// own.
 func (d *Dispatcher) redactIncident(in *incident.Incident) {
 	in.First.Text = d.redactor.String(in.First.Text)
 	in.Latest.Text = d.redactor.String(in.Latest.Text)
@@ -285,9 +286,9 @@ func (n *slackNotifier) preview(ev incident.Event) ([]byte, error) {
 	return json.MarshalIndent(res, "", "  ")
 }
 
-// State is what the checkpoint keeps for alerting: Slack threads (so
-// replies and resolves land in the same thread after a restart) and every
-// queued, undelivered request.
+// State is the alerting part of the checkpoint: the Slack threads, so
+// that replies and resolves land in the same thread after a restart, and
+// every queued, undelivered request.
 type State struct {
 	Version     int                   `json:"version"`
 	Threads     map[string]*Thread    `json:"threads,omitempty"`

@@ -60,7 +60,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	h.start(t)
 
 	// The engine runs with an identity mask, so only the alerting
-	// redaction stands between these lines and the receivers.
+	// redaction keeps these secrets from the receivers.
 	eng, err := incident.New(incident.Options{Config: incident.DefaultConfig(), Mask: func(b []byte) []byte { return b }})
 	if err != nil {
 		t.Fatal(err)

@@ -232,7 +232,7 @@ func (w *webhookNotifier) run(ctx context.Context) {
 	}
 }
 
-// statusError is a non-2xx answer.
+// statusError is a response with a non-2xx status.
 type statusError struct {
 	code       int
 	retryAfter time.Duration

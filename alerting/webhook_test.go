@@ -21,7 +21,7 @@ import (
 
 const testWebhookKey = "whsec-0123456789abcdef"
 
-// hookReceiver records deliveries and answers with scripted statuses.
+// hookReceiver records deliveries and replies with scripted statuses.
 type hookReceiver struct {
 	mu       sync.Mutex
 	statuses []int

@@ -22,9 +22,9 @@ import (
 )
 
 // TestAlertingSlackThreadOpensAndResolves runs authwatch against the real
-// cluster with Slack pointed at a local stand-in: a workload that starts
-// failing with 401 opens exactly one thread, and once its API accepts the
-// token again the thread gets a resolve reply and the parent is edited.
+// cluster with Slack pointed at a local stand-in. A workload that starts
+// failing with 401 opens exactly one thread. Once its API accepts the
+// token again, the thread gets resolve replies and the parent is edited.
 func TestAlertingSlackThreadOpensAndResolves(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t, "alerting")

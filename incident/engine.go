@@ -417,10 +417,11 @@ func (e *Engine) count(events []Event) {
 	}
 }
 
-// Reconfigure swaps in cfg after validating it; on error the old
+// Reconfigure swaps in cfg after validating it. On error the old
 // configuration stays. Windows and incidents of policies that keep their
-// name carry over under the new thresholds; incidents of removed or
-// count-only policies resolve, and their Resolved events are returned.
+// name carry over under the new thresholds. Incidents of removed or
+// count-only policies resolve, and Reconfigure returns their Resolved
+// events.
 func (e *Engine) Reconfigure(cfg Config, now time.Time) ([]Event, error) {
 	cfg.Policies = slices.Clone(cfg.Policies)
 	if err := cfg.Validate(); err != nil {

@@ -55,9 +55,9 @@ func save(t *track) SavedTrack {
 
 // Import replaces the engine state with s, typically right after New on
 // start. Incidents of policies that no longer exist, or that became
-// count-only, are dropped and returned so the caller can report them;
-// they produce no event, because whoever notified them is also restarting
-// from the same checkpoint and can resolve them itself.
+// count-only, are dropped and returned so the caller can report them.
+// They produce no event: the notifiers restart from the same checkpoint
+// and still hold their threads and alerts.
 func (e *Engine) Import(s Snapshot) (dropped []Incident, err error) {
 	if s.Version != StateVersion {
 		return nil, fmt.Errorf("incident: checkpoint version %d is not supported (want %d): delete the incidents section of the checkpoint to start afresh", s.Version, StateVersion)

@@ -1,7 +1,7 @@
 // Package slacktest runs a local HTTP server that behaves like the parts
 // of the Slack Web API that authwatch uses: auth.test, chat.postMessage
 // and chat.update with threads, incoming webhooks, the Block Kit limits
-// (answered with invalid_blocks), per-channel rate limits and injected
+// (rejected with invalid_blocks), per-channel rate limits and injected
 // faults. It is for tests only.
 package slacktest
 
@@ -17,13 +17,13 @@ import (
 	"unicode/utf8"
 )
 
-// Fault is one injected answer, used instead of the normal one.
+// Fault is one injected response, sent instead of the normal one.
 type Fault struct {
 	// Status is the HTTP status; 0 means 200.
 	Status int
 	// RetryAfter sets the Retry-After header when not empty.
 	RetryAfter string
-	// Error answers {"ok": false, "error": Error} when set.
+	// Error, when set, makes the response {"ok": false, "error": Error}.
 	Error string
 }
 
@@ -61,7 +61,7 @@ type Server struct {
 	authOK   bool
 }
 
-// New starts a server that knows the given channel names.
+// New starts a server with the given channel names.
 func New(token, hookSecret string, channels ...string) *Server {
 	s := &Server{
 		Token:    token,
