@@ -79,6 +79,7 @@ func startIribala(t *testing.T, ns string, accessLifetime time.Duration) *iribal
 			"DRF_DB=" + filepath.Join(t.TempDir(), "iribala.sqlite3"),
 			"DRF_ACCESS_SECONDS=" + strconv.Itoa(int(accessLifetime.Seconds())),
 			"PYTHONUNBUFFERED=1",
+			"PYTHONDONTWRITEBYTECODE=1",
 		},
 	}
 	api.manage(t, "migrate", "-v0")
@@ -215,6 +216,7 @@ func startClient(t *testing.T, api *iribala, scheme string, replicas int32) {
 		{Name: "API_URL", Value: api.url + "api/towns/"},
 		{Name: "AUTH_SCHEME", Value: scheme},
 		{Name: "PYTHONUNBUFFERED", Value: "1"},
+		{Name: "PYTHONDONTWRITEBYTECODE", Value: "1"},
 		{Name: rotKey, ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 			LocalObjectReference: corev1.LocalObjectReference{Name: rotSecret}, Key: rotKey}}},
 	}
