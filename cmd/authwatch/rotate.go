@@ -7,6 +7,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -202,15 +203,18 @@ func rotationTriggers(rot *remediation.Rotator) func([]incident.Event) {
 	}
 }
 
-// identity names this replica: $POD_NAME in a cluster, else the host name.
+// identity names this replica in the leader Lease and the rotation
+// journal: $POD_NAME in a cluster, else the host name and the process id,
+// so that two processes on one host never share an identity.
 func identity() string {
 	if name := os.Getenv("POD_NAME"); name != "" {
 		return name
 	}
-	if host, err := os.Hostname(); err == nil {
-		return host
+	host, err := os.Hostname()
+	if err != nil {
+		host = "authwatch"
 	}
-	return "authwatch"
+	return host + "_" + strconv.Itoa(os.Getpid())
 }
 
 // leaderFlags configure leader election in `authwatch run`.
