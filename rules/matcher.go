@@ -8,6 +8,7 @@ import (
 	"math/bits"
 	"regexp"
 	"slices"
+	"strings"
 	"sync"
 )
 
@@ -58,15 +59,24 @@ type litRef struct {
 
 type compiledRule struct {
 	Rule
-	re        *regexp.Regexp
+	// alts are the top-level alternatives of Regex, compiled one by one so
+	// that only those whose literals occur in a line run: RE2 in Go costs
+	// time in proportion to the size of the expression.
+	alts      []alternative
 	excludeRe *regexp.Regexp
 	excludeLi [][]byte
 	json      []FieldCondition
-	groups    []int // per Fields entry, its capture group index, or -1
-	// conds are the conjunctions derived from the regex (see
-	// regexConditions) as prefilter pattern ids: the rule is a candidate
-	// only when, for one conjunction, every group has a pattern in the
-	// line. Nil when the regex yields none.
+}
+
+// alternative is one top-level alternative of a rule's regex.
+type alternative struct {
+	re     *regexp.Regexp
+	groups []int // per Fields entry of the rule, its capture group index, or -1
+	// conjs are the literal conditions derived from re (see
+	// regexConditions); conds holds them as prefilter pattern ids. The
+	// alternative runs only when, for one conjunction, every group has a
+	// pattern in the line. Both are nil when re yields no condition.
+	conjs []conjunction
 	conds [][][]int32
 }
 
@@ -214,11 +224,18 @@ func compileRule(r Rule) (compiledRule, error) {
 		flags = ""
 	}
 	if r.Regex != "" {
-		re, err := regexp.Compile(flags + r.Regex)
+		alts, err := compileAlternatives(flags, r.Regex)
 		if err != nil {
 			return cr, &ConfigError{File: r.Origin, Path: "rule " + r.ID + " regex", Msg: err.Error()}
 		}
-		cr.re = re
+		for _, re := range alts {
+			a := alternative{re: re, groups: make([]int, len(r.Fields))}
+			for i, f := range r.Fields {
+				a.groups[i] = re.SubexpIndex(f)
+			}
+			a.conjs = regexConditions(strings.TrimPrefix(re.String(), flags))
+			cr.alts = append(cr.alts, a)
+		}
 	}
 	if r.Exclude.Regex != "" {
 		re, err := regexp.Compile(flags + r.Exclude.Regex)
@@ -234,14 +251,61 @@ func compileRule(r Rule) (compiledRule, error) {
 		// parsePack rejected rules without derivable literals.
 		cr.Literals = derivedLiterals(r)
 	}
-	cr.groups = make([]int, len(r.Fields))
-	for i, f := range r.Fields {
-		cr.groups[i] = -1
-		if cr.re != nil {
-			cr.groups[i] = cr.re.SubexpIndex(f)
+	return cr, nil
+}
+
+// compileAlternatives splits expr at its top-level "|" and compiles each
+// part with flags in front. A match of expr is a match of one part.
+// Splitting the source, not the parsed tree, keeps compilation fast:
+// printing a parsed tree with large case-folded classes is slow.
+func compileAlternatives(flags, expr string) ([]*regexp.Regexp, error) {
+	if _, err := regexp.Compile(flags + expr); err != nil {
+		return nil, err
+	}
+	var out []*regexp.Regexp
+	for _, part := range splitTopLevel(expr) {
+		re, err := regexp.Compile(flags + part)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, re)
+	}
+	return out, nil
+}
+
+// splitTopLevel splits a regular expression at each "|" outside groups,
+// character classes and escapes.
+func splitTopLevel(expr string) []string {
+	var parts []string
+	depth, start := 0, 0
+	inClass := false
+	for i := 0; i < len(expr); i++ {
+		switch c := expr[i]; {
+		case c == '\\':
+			i++
+		case inClass:
+			if c == ']' {
+				inClass = false
+			}
+		case c == '[':
+			inClass = true
+			// A "]" right after "[" or "[^" is a literal member.
+			if i+1 < len(expr) && expr[i+1] == '^' {
+				i++
+			}
+			if i+1 < len(expr) && expr[i+1] == ']' {
+				i++
+			}
+		case c == '(':
+			depth++
+		case c == ')':
+			depth--
+		case c == '|' && depth == 0:
+			parts = append(parts, expr[start:i])
+			start = i + 1
 		}
 	}
-	return cr, nil
+	return append(parts, expr[start:])
 }
 
 // derivedLiterals returns prefilter literals for a rule that lists none:
@@ -291,8 +355,9 @@ func (m *Matcher) buildPrefilter() int {
 	}
 	for ri := range m.rules {
 		r := &m.rules[ri]
-		if r.Regex != "" {
-			for _, conj := range regexConditions(r.Regex) {
+		for ai := range r.alts {
+			a := &r.alts[ai]
+			for _, conj := range a.conjs {
 				var groups [][]int32
 				for _, set := range conj {
 					var g []int32
@@ -301,7 +366,7 @@ func (m *Matcher) buildPrefilter() int {
 					}
 					groups = append(groups, g)
 				}
-				r.conds = append(r.conds, groups)
+				a.conds = append(a.conds, groups)
 			}
 		}
 		for _, l := range r.Literals {
@@ -401,10 +466,7 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 				continue
 			}
 			r := &m.rules[w*64+b]
-			if !r.condsHold(pats) {
-				continue
-			}
-			if match, ok := r.match(line, text); ok {
+			if match, ok := r.match(line, text, pats); ok {
 				dst = append(dst, match)
 				done = !all
 			}
@@ -416,12 +478,12 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 }
 
 // condsHold reports whether the patterns that occur in a line satisfy one
-// of the conjunctions of r.
-func (r *compiledRule) condsHold(pats []uint64) bool {
-	if r.conds == nil {
+// of the conjunctions of a.
+func (a *alternative) condsHold(pats []uint64) bool {
+	if a.conds == nil {
 		return true
 	}
-	for _, conj := range r.conds {
+	for _, conj := range a.conds {
 		ok := true
 		for _, group := range conj {
 			hit := false
@@ -443,16 +505,30 @@ func (r *compiledRule) condsHold(pats []uint64) bool {
 	return false
 }
 
-// match evaluates the conditions of r on text, whose literals hit.
-func (r *compiledRule) match(line *Line, text []byte) (Match, bool) {
+// match evaluates the conditions of r on text, whose literals hit; pats
+// holds the prefilter patterns that occur in text.
+func (r *compiledRule) match(line *Line, text []byte, pats []uint64) (Match, bool) {
 	var loc []int
-	if r.re != nil {
-		if r.needsGroups() {
-			loc = r.re.FindSubmatchIndex(text)
-			if loc == nil {
-				return Match{}, false
+	var groups []int
+	if len(r.alts) > 0 {
+		matched := false
+		for i := range r.alts {
+			a := &r.alts[i]
+			if !a.condsHold(pats) {
+				continue
 			}
-		} else if !r.re.Match(text) {
+			if a.needsGroups() {
+				loc = a.re.FindSubmatchIndex(text)
+				matched = loc != nil
+			} else {
+				matched = a.re.Match(text)
+			}
+			if matched {
+				groups = a.groups
+				break
+			}
+		}
+		if !matched {
 			return Match{}, false
 		}
 	}
@@ -475,7 +551,11 @@ func (r *compiledRule) match(line *Line, text []byte) (Match, bool) {
 	for i, name := range r.Fields {
 		var v []byte
 		found := false
-		if g := r.groups[i]; g >= 0 && loc != nil && loc[2*g] >= 0 {
+		g := -1
+		if groups != nil {
+			g = groups[i]
+		}
+		if g >= 0 && loc != nil && loc[2*g] >= 0 {
 			v, found = text[loc[2*g]:loc[2*g+1]], true
 		} else if g < 0 {
 			v, found = jsonField(text, name)
@@ -491,8 +571,8 @@ func (r *compiledRule) match(line *Line, text []byte) (Match, bool) {
 	return out, true
 }
 
-func (r *compiledRule) needsGroups() bool {
-	for _, g := range r.groups {
+func (a *alternative) needsGroups() bool {
+	for _, g := range a.groups {
 		if g >= 0 {
 			return true
 		}
