@@ -203,9 +203,15 @@ func (n *slackNotifier) handle(ev incident.Event) {
 	defer n.mu.Unlock()
 	th := n.threads[n.byIncident[in.ID]]
 	if th == nil {
-		if ev.Transition == incident.Resolved && in.FiredAt.IsZero() {
+		if ev.Transition == incident.Resolved {
+			// No thread was ever posted (Slack was configured after the
+			// incident opened, or its message failed for good): a lone
+			// resolve would only be noise.
+			n.logger.Debug("slack resolve skipped: incident has no thread", "incident", in.ID)
 			return
 		}
+		// An update for an unknown incident, for example one restored
+		// from a checkpoint written without Slack, opens its thread now.
 		th = n.join(in, ev.Time)
 		if ev.Transition == incident.Opened {
 			return

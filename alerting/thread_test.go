@@ -113,3 +113,23 @@ func TestSlackThreadSurvivesRestart(t *testing.T) {
 		t.Errorf("postMessage calls = %d, want 2: nothing repeated", n)
 	}
 }
+
+func TestSlackUnknownIncidentEvents(t *testing.T) {
+	srv := slacktest.New(testToken, testHookSecret, "alerts")
+	defer srv.Close()
+	h := newHarness(t, Config{Slack: slackConfig(t, srv)})
+	h.start(t)
+
+	resolved := sampleIncident("shop", "Deployment/gone", 5)
+	resolved.State, resolved.ResolvedAt = incident.StateResolved, t0.Add(time.Minute)
+	updated := sampleIncident("shop", "Deployment/restored", 7)
+	h.d.Notify(
+		incident.Event{Transition: incident.Resolved, Incident: resolved, Time: t0},
+		incident.Event{Transition: incident.Updated, Incident: updated, Time: t0},
+	)
+	waitFor(t, "queues drained", 5*time.Second, func() bool { return h.d.Idle() && len(srv.Messages()) >= 1 })
+	msgs := srv.Messages()
+	if len(msgs) != 1 || !strings.Contains(msgs[0].Text, "Deployment/restored") {
+		t.Errorf("messages = %+v, want one parent for the updated incident and nothing for the lone resolve", msgs)
+	}
+}
