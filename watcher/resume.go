@@ -122,10 +122,10 @@ func (s *resumeState) prune() {
 const entrySize = 20
 
 // encodeWindow packs the window as (nanos, hash, count) records, newest
-// seconds first up to maxEntries, and returns the floor that matches what
-// was kept: dropping older seconds moves the floor up, so a restart may
-// miss a line written out of order across that floor but never repeats
-// one.
+// first. When it holds more than maxEntries, only whole seconds that fit
+// are kept (but always the second of the latest line), and the returned
+// floor moves up to match: a restart then may miss a line written out of
+// order across that floor, but never repeats one.
 func (s *resumeState) encodeWindow(maxEntries int) ([]byte, time.Time) {
 	ids := make([]lineID, 0, len(s.window))
 	for id := range s.window {
@@ -135,14 +135,19 @@ func (s *resumeState) encodeWindow(maxEntries int) ([]byte, time.Time) {
 	floor := s.floor
 	if len(ids) > maxEntries {
 		cut := time.Unix(0, ids[maxEntries-1].nanos).Truncate(time.Second).Add(time.Second)
-		floor = cut
-		keep := ids[:0]
-		for _, id := range ids {
-			if id.nanos >= cut.UnixNano() {
-				keep = append(keep, id)
-			}
+		if lastSecond := s.last.Truncate(time.Second); cut.After(lastSecond) {
+			cut = lastSecond
 		}
-		ids = keep
+		if cut.After(floor) {
+			floor = cut
+			keep := ids[:0]
+			for _, id := range ids {
+				if id.nanos >= cut.UnixNano() {
+					keep = append(keep, id)
+				}
+			}
+			ids = keep
+		}
 	}
 	out := make([]byte, 0, len(ids)*entrySize)
 	for _, id := range ids {

@@ -478,9 +478,14 @@ var ErrCheckpointVersion = errors.New("watcher: unsupported checkpoint version")
 // checkpointVersion is the format of MarshalCheckpoint.
 const checkpointVersion = 1
 
-// maxCheckpointEntries bounds the replay window kept per stream in a
-// checkpoint (20 bytes each before base64).
-const maxCheckpointEntries = 256
+// checkpointEntries is the budget of replay window entries in a
+// checkpoint, shared by all streams: 20 bytes each, base64 in JSON, so
+// that the watch section stays near 800 KB of the ConfigMap's 1 MiB.
+// Each stream gets at least minCheckpointEntries.
+const (
+	checkpointEntries    = 30000
+	minCheckpointEntries = 64
+)
 
 type savedStreams struct {
 	Version int           `json:"version"`
@@ -517,10 +522,11 @@ func (s *savedStream) apply(res *resumeState) {
 func (w *Watcher) MarshalCheckpoint() ([]byte, error) {
 	out := savedStreams{Version: checkpointVersion}
 	w.mu.Lock()
+	perStream := max(minCheckpointEntries, checkpointEntries/max(1, len(w.streams)))
 	for _, s := range w.streams {
 		s.mu.Lock()
 		if s.res.done || !s.res.last.IsZero() {
-			win, floor := s.res.encodeWindow(maxCheckpointEntries)
+			win, floor := s.res.encodeWindow(perStream)
 			out.Streams = append(out.Streams, savedStream{
 				PodUID: string(s.key.podUID), Namespace: s.source.Namespace, Pod: s.source.Pod,
 				Container: s.key.container, ContainerID: s.key.containerID,

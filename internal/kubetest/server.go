@@ -21,6 +21,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net"
 	"net/http"
@@ -33,6 +34,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 )
 
@@ -463,11 +465,19 @@ func (s *Server) configMaps(w http.ResponseWriter, r *http.Request, ns string, r
 		}
 		writeJSON(w, http.StatusOK, cm)
 	case r.Method == http.MethodPost && len(rest) == 0, r.Method == http.MethodPut && len(rest) == 1:
-		var cm corev1.ConfigMap
-		if err := json.NewDecoder(r.Body).Decode(&cm); err != nil {
+		// client-go sends protobuf or JSON.
+		body, err := io.ReadAll(r.Body)
+		if err != nil {
 			writeStatus(w, http.StatusBadRequest, "BadRequest", err.Error())
 			return
 		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode(body, nil, nil)
+		in, ok := obj.(*corev1.ConfigMap)
+		if err != nil || !ok {
+			writeStatus(w, http.StatusBadRequest, "BadRequest", fmt.Sprintf("not a ConfigMap: %v", err))
+			return
+		}
+		cm := *in
 		key := ns + "/" + cm.Name
 		cur := s.cms[key]
 		if r.Method == http.MethodPost && cur != nil {
