@@ -20,7 +20,7 @@ func FuzzCompile(f *testing.F) {
 		[]byte("\xff\x00 abc"),
 	}
 	f.Fuzz(func(t *testing.T, pack []byte) {
-		m, err := Compile(Options{Packs: []PackFile{{"fuzz.yaml", pack}}})
+		m, err := Compile(Options{NoDefault: true, Packs: []PackFile{{"fuzz.yaml", pack}}})
 		if err != nil {
 			if err.Error() == "" {
 				t.Fatal("empty error message")

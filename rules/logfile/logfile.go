@@ -20,6 +20,12 @@ import (
 // DefaultMaxLineBytes is the default cap on the length of a line.
 const DefaultMaxLineBytes = 1 << 20
 
+// headerRoom is how much longer than the cap a physical line may be, so
+// that a kubectl prefix (a pod name of up to 253 bytes and a container
+// name of up to 63), a timestamp and a CRI header never count against the
+// text.
+const headerRoom = 512
+
 // Format is the shape of the lines in one input.
 type Format uint8
 
@@ -191,6 +197,10 @@ func (r *Reader) emit(l *rules.Line, text []byte, ts time.Time, truncated bool) 
 	if n > 0 && text[n-1] == '\r' {
 		text = text[:n-1]
 	}
+	if len(text) > r.max {
+		text = text[:r.max]
+		truncated = true
+	}
 	l.Text = text
 	l.Time = ts
 	l.Truncated = truncated
@@ -246,17 +256,18 @@ func (r *Reader) flushPartial(l *rules.Line) bool {
 }
 
 // readLine returns the next physical line without its "\n", capped at
-// r.max bytes.
+// r.max+headerRoom bytes.
 func (r *Reader) readLine() (line []byte, truncated, ok bool) {
 	if r.err != nil {
 		return nil, false, false
 	}
+	limit := r.max + headerRoom
 	b, err := r.br.ReadSlice('\n')
 	if err == nil || (errors.Is(err, io.EOF) && len(b) > 0) {
 		r.lineNo++
 		b = bytes.TrimSuffix(b, []byte{'\n'})
-		if len(b) > r.max {
-			return b[:r.max], true, true
+		if len(b) > limit {
+			return b[:limit], true, true
 		}
 		return b, false, true
 	}
@@ -267,12 +278,12 @@ func (r *Reader) readLine() (line []byte, truncated, ok bool) {
 		return nil, false, false
 	}
 	// A line longer than the buffer: collect up to r.max bytes, drop the rest.
-	r.long = append(r.long[:0], b[:min(len(b), r.max)]...)
-	truncated = len(b) > r.max
+	r.long = append(r.long[:0], b[:min(len(b), limit)]...)
+	truncated = len(b) > limit
 	for {
 		b, err = r.br.ReadSlice('\n')
 		b = bytes.TrimSuffix(b, []byte{'\n'})
-		if room := r.max - len(r.long); room > 0 {
+		if room := limit - len(r.long); room > 0 {
 			r.long = append(r.long, b[:min(len(b), room)]...)
 			truncated = truncated || len(b) > room
 		} else if len(b) > 0 {
