@@ -63,7 +63,8 @@ type deployConfig struct {
 }
 
 // expectedPermissions derives what authwatch needs from its configuration:
-// the checkpoint ConfigMap and the Lease in its own namespace; pods
+// the checkpoint ConfigMap and the Lease (when leaseName is set) in its
+// own namespace; pods
 // and their logs in the watched namespaces; and, per rotation target, its
 // Secrets and workloads by name.
 func expectedPermissions(ownNamespace, checkpointName, leaseName string, cfg *deployConfig) map[permission]string {
@@ -75,8 +76,10 @@ func expectedPermissions(ownNamespace, checkpointName, leaseName string, cfg *de
 	}
 	add("checkpoint", ownNamespace, "", "configmaps", "", "create")
 	add("checkpoint", ownNamespace, "", "configmaps", checkpointName, "get", "update")
-	add("leader election", ownNamespace, "coordination.k8s.io", "leases", "", "create")
-	add("leader election", ownNamespace, "coordination.k8s.io", "leases", leaseName, "get", "update")
+	if leaseName != "" {
+		add("leader election", ownNamespace, "coordination.k8s.io", "leases", "", "create")
+		add("leader election", ownNamespace, "coordination.k8s.io", "leases", leaseName, "get", "update")
+	}
 
 	watched := cfg.Watch.Namespaces
 	switch {
@@ -224,7 +227,7 @@ func checkRBAC(m *Manifests) error {
 	if err != nil {
 		return err
 	}
-	want := expectedPermissions(d.Namespace, checkpointName(d), d.Name, cfg)
+	want := expectedPermissions(d.Namespace, checkpointName(d), argValue(d, "--leader-election-lease", ""), cfg)
 	got, errs := grantedPermissions(m, d.Namespace, d.Spec.Template.Spec.ServiceAccountName)
 
 	var missing, extra []string
@@ -280,11 +283,17 @@ func deploymentConfig(m *Manifests) (*deployConfig, error) {
 // checkpointName returns the checkpoint ConfigMap that the Deployment's
 // authwatch uses: its --checkpoint-configmap flag, or the flag's default.
 func checkpointName(d *appsv1.Deployment) string {
-	name := "authwatch-checkpoint"
+	return argValue(d, "--checkpoint-configmap", "authwatch-checkpoint")
+}
+
+// argValue returns the value of the last --flag=value argument of the
+// Deployment's container, or def without one.
+func argValue(d *appsv1.Deployment, flag, def string) string {
+	value := def
 	for _, arg := range d.Spec.Template.Spec.Containers[0].Args {
-		if v, ok := strings.CutPrefix(arg, "--checkpoint-configmap="); ok {
-			name = v
+		if v, ok := strings.CutPrefix(arg, flag+"="); ok {
+			value = v
 		}
 	}
-	return name
+	return value
 }

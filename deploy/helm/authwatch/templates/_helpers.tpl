@@ -48,7 +48,7 @@ app.kubernetes.io/part-of: authwatch
 {{- end }}
 
 {{- define "authwatch.leaseName" -}}
-{{- default (include "authwatch.fullname" .) .Values.leaseName }}
+{{- default (include "authwatch.fullname" .) .Values.leaderElection.leaseName }}
 {{- end }}
 
 {{/* The RoleBinding subject of every binding. */}}
