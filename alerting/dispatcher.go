@@ -432,3 +432,27 @@ func SampleEvent(t incident.Transition, now time.Time) incident.Event {
 	}
 	return incident.Event{Transition: t, Incident: in, Time: now}
 }
+
+// Compact returns a smaller copy of s for a checkpoint that would
+// otherwise be too large: the incident snapshots in threads and open
+// alerts lose their sample text. Threads, queued requests and webhook
+// bodies stay whole, because dropping them would lose or repeat
+// notifications.
+func (s State) Compact() State {
+	c := s
+	c.Threads = make(map[string]*Thread, len(s.Threads))
+	for id, th := range s.Threads {
+		th = th.clone()
+		for inID, in := range th.Incidents {
+			in.First.Text, in.Latest.Text = "", ""
+			th.Incidents[inID] = in
+		}
+		c.Threads[id] = th
+	}
+	c.OpenAlerts = make([]incident.Incident, len(s.OpenAlerts))
+	for i, in := range s.OpenAlerts {
+		in.First.Text, in.Latest.Text = "", ""
+		c.OpenAlerts[i] = in
+	}
+	return c
+}

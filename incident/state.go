@@ -100,3 +100,32 @@ func restore(st SavedTrack, p *Policy) *track {
 	}
 	return &track{policy: p, inc: in, times: slices.Clone(st.Times), pendingSince: st.PendingSince, dirty: st.Dirty}
 }
+
+// Compact returns a smaller copy of s for a checkpoint that would
+// otherwise be too large: without sample text, without candidates that
+// have not met their threshold, and with at most threshold match times
+// per incident, which is all that deciding to open needs. Restored
+// incidents then show empty samples until their next match.
+func (s Snapshot) Compact() Snapshot {
+	c := Snapshot{Version: s.Version, Fires: s.Fires}
+	for _, st := range s.Tracks {
+		if st.Incident.State == 0 {
+			continue
+		}
+		c.Tracks = append(c.Tracks, compactTrack(st))
+	}
+	if s.Summary != nil {
+		st := compactTrack(*s.Summary)
+		c.Summary = &st
+	}
+	return c
+}
+
+func compactTrack(st SavedTrack) SavedTrack {
+	st.Incident.First.Text = ""
+	st.Incident.Latest.Text = ""
+	if n := max(st.Incident.Threshold, 1); len(st.Times) > n {
+		st.Times = st.Times[len(st.Times)-n:]
+	}
+	return st
+}

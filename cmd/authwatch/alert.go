@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -9,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -236,12 +239,17 @@ func (s *incidentStage) reload(cfg config) error {
 	return nil
 }
 
+// checkpointSectionBudget caps each of the two sections, compressed, so
+// that a storm of incidents cannot push the checkpoint ConfigMap past its
+// size limit and stop the resume points from being written.
+const checkpointSectionBudget = 256 << 10
+
 // restore imports the checkpointed incidents and notifier state, and
 // registers both sections for writing.
 func (s *incidentStage) restore(store *checkpoint.Store) error {
 	if raw := store.Section(checkpointIncidentSection); len(raw) > 0 {
 		var snap incident.Snapshot
-		if err := json.Unmarshal(raw, &snap); err != nil {
+		if err := decodeSection(raw, &snap); err != nil {
 			return fmt.Errorf("checkpoint section %s: %w", checkpointIncidentSection, err)
 		}
 		dropped, err := s.engine.Import(snap)
@@ -254,14 +262,79 @@ func (s *incidentStage) restore(store *checkpoint.Store) error {
 	}
 	if raw := store.Section(checkpointAlertingSection); len(raw) > 0 {
 		var st alerting.State
-		if err := json.Unmarshal(raw, &st); err != nil {
+		if err := decodeSection(raw, &st); err != nil {
 			return fmt.Errorf("checkpoint section %s: %w", checkpointAlertingSection, err)
 		}
 		if err := s.notify.Import(st); err != nil {
 			return err
 		}
 	}
-	store.Register(checkpointIncidentSection, func() ([]byte, error) { return json.Marshal(s.engine.Export()) })
-	store.Register(checkpointAlertingSection, func() ([]byte, error) { return json.Marshal(s.notify.Export()) })
+	store.Register(checkpointIncidentSection, s.sectionWriter(checkpointIncidentSection,
+		func() (any, any) { snap := s.engine.Export(); return snap, snap.Compact() }))
+	store.Register(checkpointAlertingSection, s.sectionWriter(checkpointAlertingSection,
+		func() (any, any) { st := s.notify.Export(); return st, st.Compact() }))
 	return nil
+}
+
+// sectionWriter returns a snapshot function that writes the full state
+// gzip-compressed, or the compact state when the full one is over the
+// budget. Over budget even when compact, it returns an error, so the
+// checkpoint keeps the section's previous content and still writes the
+// other sections.
+func (s *incidentStage) sectionWriter(name string, states func() (full, compact any)) checkpoint.SnapshotFunc {
+	var compacted atomic.Bool
+	return func() ([]byte, error) {
+		full, compact := states()
+		b, err := encodeSection(full)
+		if err != nil || len(b) <= checkpointSectionBudget {
+			if err == nil && compacted.CompareAndSwap(true, false) {
+				s.log.Info("checkpoint section back to full size", "section", name, "bytes", len(b))
+			}
+			return b, err
+		}
+		size := len(b)
+		if b, err = encodeSection(compact); err != nil {
+			return nil, err
+		}
+		if len(b) > checkpointSectionBudget {
+			return nil, fmt.Errorf("section %s is %d bytes compressed even without samples, over the %d-byte budget: the previous content is kept, and too many incidents are open for a restart to keep them all",
+				name, len(b), checkpointSectionBudget)
+		}
+		if compacted.CompareAndSwap(false, true) {
+			s.log.Warn("checkpoint section over budget, writing it without samples", "section", name, "bytes", size, "budget", checkpointSectionBudget)
+		}
+		return b, nil
+	}
+}
+
+// encodeSection returns v as gzip-compressed JSON; log samples compress
+// well, which keeps the ConfigMap small.
+func encodeSection(v any) ([]byte, error) {
+	raw, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(raw); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+// decodeSection reads a section written by encodeSection, or plain JSON.
+func decodeSection(raw []byte, v any) error {
+	if len(raw) > 2 && raw[0] == 0x1f && raw[1] == 0x8b {
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return err
+		}
+		if raw, err = io.ReadAll(io.LimitReader(zr, 64<<20)); err != nil {
+			return err
+		}
+	}
+	return json.Unmarshal(raw, v)
 }

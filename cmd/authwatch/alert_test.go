@@ -2,6 +2,8 @@ package main
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -9,14 +11,19 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes/fake"
 
 	"github.com/authwatch/authwatch/alerting"
+	"github.com/authwatch/authwatch/incident"
+	"github.com/authwatch/authwatch/internal/checkpoint"
 	"github.com/authwatch/authwatch/internal/slacktest"
 	"github.com/authwatch/authwatch/rules"
 )
@@ -218,5 +225,89 @@ alerting:
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q:\n%v", want, err)
 		}
+	}
+}
+
+func newTestStore(t *testing.T, client *fake.Clientset) *checkpoint.Store {
+	t.Helper()
+	store, err := checkpoint.New(checkpoint.Options{
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(),
+		Client: client, Namespace: "authwatch", Name: "authwatch-checkpoint",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	return store
+}
+
+func TestIncidentStageCheckpointRoundTrip(t *testing.T) {
+	client := fake.NewClientset()
+	cfg := defaultConfig()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	first, err := newIncidentStage(logger, prometheus.NewRegistry(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newTestStore(t, client)
+	if err := first.restore(store); err != nil {
+		t.Fatal(err)
+	}
+	// Random, incompressible samples push the full section over the
+	// budget, so the compact form is what gets written.
+	big := make([]byte, 1500)
+	for i := range 300 {
+		_, _ = rand.Read(big)
+		first.HandleMatch(&rules.Match{RuleID: "r", Category: rules.TokenExpired, Severity: rules.SeverityError,
+			Line: rules.Line{Text: []byte(hex.EncodeToString(big)), Time: time.Now(),
+				Source: rules.Source{Namespace: "ns", Pod: "p", Workload: "Deployment/w" + strconv.Itoa(i)}}})
+	}
+	if err := store.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := client.CoreV1().ConfigMaps("authwatch").Get(t.Context(), "authwatch-checkpoint", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, section := range []string{checkpointIncidentSection, checkpointAlertingSection} {
+		if n := len(cm.BinaryData[section]); n == 0 || n > checkpointSectionBudget {
+			t.Errorf("section %s = %d bytes, want 1..%d", section, n, checkpointSectionBudget)
+		}
+	}
+
+	second, err := newIncidentStage(logger, prometheus.NewRegistry(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := second.restore(newTestStore(t, client)); err != nil {
+		t.Fatal(err)
+	}
+	before, after := first.engine.Open(), second.engine.Open()
+	if len(after) != len(before) || len(after) != 300+1 {
+		t.Fatalf("open after restore = %d, want %d (300 incidents and a storm summary)", len(after), len(before))
+	}
+	for i := range before {
+		if before[i].ID != after[i].ID || before[i].Count != after[i].Count {
+			t.Errorf("incident %d: before %s/%d, after %s/%d", i, before[i].ID, before[i].Count, after[i].ID, after[i].Count)
+		}
+	}
+	if after[0].First.Text != "" {
+		t.Errorf("restored sample = %.40q…, want it dropped by the compact form", after[0].First.Text)
+	}
+	// The restored engine does not open them again.
+	var opened int
+	second.subscribe(func(evs []incident.Event) {
+		for _, ev := range evs {
+			if ev.Transition == incident.Opened {
+				opened++
+			}
+		}
+	})
+	second.HandleMatch(&rules.Match{RuleID: "r", Category: rules.TokenExpired, Severity: rules.SeverityError,
+		Line: rules.Line{Text: []byte("expired"), Time: time.Now(), Source: rules.Source{Namespace: "ns", Pod: "p", Workload: "Deployment/w7"}}})
+	if opened != 0 {
+		t.Errorf("restored incident opened again: %d opened events", opened)
 	}
 }
