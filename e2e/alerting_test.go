@@ -4,12 +4,15 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -17,6 +20,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/authwatch/authwatch/alerting"
 	"github.com/authwatch/authwatch/e2e/harness"
 	"github.com/authwatch/authwatch/internal/slacktest"
 )
@@ -25,6 +29,7 @@ import (
 // cluster with Slack pointed at a local stand-in. A workload that starts
 // failing with 401 opens exactly one thread. Once its API accepts the
 // token again, the thread gets resolve replies and the parent is edited.
+// A signed webhook receives each opened and resolved incident once.
 func TestAlertingSlackThreadOpensAndResolves(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t, "alerting")
@@ -45,7 +50,32 @@ func TestAlertingSlackThreadOpensAndResolves(t *testing.T) {
 	}))
 	defer api.Close()
 
+	// A signed webhook receiver next to Slack.
+	const hookKey = "e2e-webhook-key-0123"
+	var hookMu sync.Mutex
+	var hookEvents []string
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		if err := alerting.Verify([]byte(hookKey), r.Header.Get(alerting.HeaderSignature), body, time.Now(), time.Minute); err != nil {
+			http.Error(w, err.Error(), http.StatusUnauthorized)
+			return
+		}
+		var doc alerting.Document
+		if err := json.Unmarshal(body, &doc); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		hookMu.Lock()
+		hookEvents = append(hookEvents, doc.Event+" "+doc.Incident.Policy+" "+doc.Incident.Namespace+"/"+doc.Incident.Workload)
+		hookMu.Unlock()
+	}))
+	defer hook.Close()
+
 	dir := t.TempDir()
+	keyFile := filepath.Join(dir, "hook-key")
+	if err := os.WriteFile(keyFile, []byte(hookKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	tokenFile := filepath.Join(dir, "slack-token")
 	if err := os.WriteFile(tokenFile, []byte(slackToken+"\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -70,7 +100,11 @@ alerting:
     api_url: %s
     message_interval: 10ms
     update_interval: 1s
-`, tokenFile, slack.APIURL())), 0o600)
+  webhooks:
+    - name: e2e
+      url: %s
+      secret_file: %s
+`, tokenFile, slack.APIURL(), hook.URL, keyFile)), 0o600)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,6 +184,30 @@ alerting:
 		if strings.Contains(m, slackToken) || strings.Contains(m, "expired-token-value") {
 			t.Error("a Slack message carries a secret")
 		}
+	}
+
+	want := []string{
+		"opened token-expired " + ns + "/Deployment/town-builder",
+		"opened auth-failures " + ns + "/Deployment/town-builder",
+		"resolved token-expired " + ns + "/Deployment/town-builder",
+		"resolved auth-failures " + ns + "/Deployment/town-builder",
+	}
+	err = harness.WaitFor(ctx, 30*time.Second, "signed webhook deliveries", func(context.Context) (bool, error) {
+		hookMu.Lock()
+		defer hookMu.Unlock()
+		got := map[string]int{}
+		for _, e := range hookEvents {
+			got[e]++
+		}
+		for _, w := range want {
+			if got[w] != 1 {
+				return false, fmt.Errorf("webhook events %q, want each of %q once", hookEvents, want)
+			}
+		}
+		return len(hookEvents) == len(want), fmt.Errorf("webhook events %q", hookEvents)
+	})
+	if err != nil {
+		t.Error(err)
 	}
 
 	s, err := d.metrics(ctx)
