@@ -352,7 +352,7 @@ func (n *slackNotifier) do(ctx context.Context, ch string, job slackJob) error {
 
 	if job.Kind == jobResolveEdit && th.TS == "" {
 		// The parent never went out, so there is nothing to edit.
-		n.finish(job, "", "")
+		n.finish(job, th, "", "")
 		return nil
 	}
 	msg, threadTS := n.render(job, th)
@@ -390,15 +390,17 @@ func (n *slackNotifier) do(ctx context.Context, ch string, job slackJob) error {
 		n.once.log(n.logger, label+" "+v.reason, "slack notification failed permanently",
 			"channel", ch, "thread", th.ID, "reason", v.reason, "fix", slackFix(v.reason, ch), "err", err)
 		n.setAuthErr(v.reason, err)
-		n.finish(job, "", "")
+		n.finish(job, th, "", "")
 		return err
 	}
-	n.finish(job, sentCh, sentTS)
+	n.finish(job, th, sentCh, sentTS)
 	return nil
 }
 
-// finish updates the thread after a job, successful or not.
-func (n *slackNotifier) finish(job slackJob, channelID, ts string) {
+// finish updates the thread after a job, successful or not. rendered is
+// the snapshot the job's message was rendered from, so the next update
+// counts from what this one reported.
+func (n *slackNotifier) finish(job slackJob, rendered *Thread, channelID, ts string) {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	th := n.threads[job.Thread]
@@ -414,11 +416,11 @@ func (n *slackNotifier) finish(job slackJob, channelID, ts string) {
 			th.ReplyQueued = false
 		}
 		th.LastReply = n.d.now()
-		for id, in := range th.Incidents {
+		for id, in := range rendered.Incidents {
 			th.Replied[id] = in.Count
 		}
 	case jobJoin:
-		th.Replied[job.Incident] = th.Incidents[job.Incident].Count
+		th.Replied[job.Incident] = rendered.Incidents[job.Incident].Count
 	}
 	if job.Kind == jobResolveEdit {
 		delete(n.threads, th.ID)

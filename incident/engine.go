@@ -125,7 +125,9 @@ func (e *Engine) Policies() []Policy {
 
 // Observe counts m against every policy that selects it and returns the
 // resulting Opened events (an incident that fires at once, a storm
-// summary). Updates and resolves come from Tick.
+// summary). Updates and resolves come from Tick. Windows count by now,
+// the time the match is observed, not by the line's timestamp, because
+// lines of different pods arrive out of order.
 func (e *Engine) Observe(m *rules.Match, now time.Time) []Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()
