@@ -11,6 +11,8 @@
 package watcher
 
 import (
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
 	"errors"
@@ -479,11 +481,12 @@ var ErrCheckpointVersion = errors.New("watcher: unsupported checkpoint version")
 const checkpointVersion = 1
 
 // checkpointEntries is the budget of replay window entries in a
-// checkpoint, shared by all streams: 20 bytes each, base64 in JSON, so
-// that the watch section stays near 800 KB of the ConfigMap's 1 MiB.
-// Each stream gets at least minCheckpointEntries.
+// checkpoint, shared by all streams: 20 bytes each, about 27 as base64,
+// so that the gzip-compressed watch section stays under about 400 KB and
+// leaves room in the ConfigMap's 1 MiB for the other sections. Each
+// stream gets at least minCheckpointEntries.
 const (
-	checkpointEntries    = 30000
+	checkpointEntries    = 12000
 	minCheckpointEntries = 64
 )
 
@@ -517,8 +520,9 @@ func (s *savedStream) apply(res *resumeState) {
 	}
 }
 
-// MarshalCheckpoint returns the resume points of all known streams. Lines
-// are included once HandleLine has returned for them.
+// MarshalCheckpoint returns the resume points of all known streams as
+// gzip-compressed JSON, for Options.Checkpoint of a later run. Lines are
+// included once HandleLine has returned for them.
 func (w *Watcher) MarshalCheckpoint() ([]byte, error) {
 	out := savedStreams{Version: checkpointVersion}
 	w.mu.Lock()
@@ -539,12 +543,24 @@ func (w *Watcher) MarshalCheckpoint() ([]byte, error) {
 		out.Streams = append(out.Streams, *saved)
 	}
 	w.mu.Unlock()
-	return json.Marshal(out)
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if err := json.NewEncoder(zw).Encode(out); err != nil {
+		return nil, fmt.Errorf("watcher: encode checkpoint: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("watcher: compress checkpoint: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 func (w *Watcher) restore(data []byte) error {
+	zr, err := gzip.NewReader(bytes.NewReader(data))
+	if err != nil {
+		return fmt.Errorf("watcher: decompress checkpoint: %w", err)
+	}
 	var in savedStreams
-	if err := json.Unmarshal(data, &in); err != nil {
+	if err := json.NewDecoder(zr).Decode(&in); err != nil {
 		return fmt.Errorf("watcher: decode checkpoint: %w", err)
 	}
 	if in.Version != checkpointVersion {
