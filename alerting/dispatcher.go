@@ -47,6 +47,9 @@ type Dispatcher struct {
 	slack    *slackNotifier
 	am       *alertmanagerNotifier
 	webhooks []*webhookNotifier
+	// ownClient is the HTTP client New made when Options had none; Run
+	// closes its idle connections on return.
+	ownClient *http.Client
 
 	mu      sync.Mutex // guards results
 	results map[string]Result
@@ -97,6 +100,7 @@ func New(opts Options) (*Dispatcher, error) {
 	client := opts.HTTPClient
 	if client == nil {
 		client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+		d.ownClient = client
 	}
 	if cfg.Slack != nil {
 		if d.slack, err = newSlackNotifier(d, *cfg.Slack, client); err != nil {
@@ -159,6 +163,9 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		wg.Go(func() { w.run(ctx) })
 	}
 	wg.Wait()
+	if d.ownClient != nil {
+		d.ownClient.CloseIdleConnections()
+	}
 	return nil
 }
 
