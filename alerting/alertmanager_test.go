@@ -132,7 +132,7 @@ func TestAlertmanagerRealServer(t *testing.T) {
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: in, Time: now})
 
 	var active amGettable
-	waitFor(t, "active alert", 10*time.Second, func() bool {
+	waitFor(t, "active alert", 30*time.Second, func() bool {
 		for _, a := range getAlerts(t, base) {
 			if a.Labels["workload"] == "Deployment/api" && a.Status.State == "active" {
 				active = a
@@ -149,7 +149,7 @@ func TestAlertmanagerRealServer(t *testing.T) {
 	if active.Annotations["incident_id"] != in.ID || strings.Contains(active.Annotations["first_sample"], "abcdefghijklmnop") {
 		t.Errorf("annotations = %v", active.Annotations)
 	}
-	waitFor(t, "firing notification from alertmanager", 10*time.Second, func() bool {
+	waitFor(t, "firing notification from alertmanager", 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(notified) > 0 && notified[0].Status == "firing"
@@ -157,7 +157,7 @@ func TestAlertmanagerRealServer(t *testing.T) {
 
 	// Refreshes keep endsAt ahead of now.
 	first := active.EndsAt
-	waitFor(t, "refresh", 10*time.Second, func() bool {
+	waitFor(t, "refresh", 30*time.Second, func() bool {
 		for _, a := range getAlerts(t, base) {
 			if a.Labels["workload"] == "Deployment/api" && a.EndsAt.After(first) {
 				return true
@@ -169,7 +169,7 @@ func TestAlertmanagerRealServer(t *testing.T) {
 	in.State = incident.StateResolved
 	in.ResolvedAt = time.Now()
 	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: in, Time: in.ResolvedAt})
-	waitFor(t, "resolved notification from alertmanager", 15*time.Second, func() bool {
+	waitFor(t, "resolved notification from alertmanager", 30*time.Second, func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, n := range notified {

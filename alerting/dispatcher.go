@@ -103,7 +103,7 @@ func New(opts Options) (*Dispatcher, error) {
 		d.ownClient = client
 	}
 	if cfg.Slack != nil {
-		if d.slack, err = newSlackNotifier(d, *cfg.Slack, client); err != nil {
+		if d.slack, err = newSlackNotifier(d, *cfg.Slack, client, opts.Registerer); err != nil {
 			return nil, err
 		}
 	}

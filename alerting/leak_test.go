@@ -79,7 +79,7 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	h.d.Notify(eng.Tick(t0.Add(10 * time.Second))...)
 	h.d.Notify(eng.Tick(t0.Add(10 * time.Minute))...)
-	waitFor(t, "deliveries", 20*time.Second, func() bool {
+	waitFor(t, "deliveries", 30*time.Second, func() bool {
 		return h.d.Idle() && len(srv.Messages()) >= 2
 	})
 

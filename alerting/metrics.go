@@ -16,7 +16,9 @@ type metrics struct {
 	retries       *prometheus.CounterVec
 	queue         *prometheus.GaugeVec
 	latency       *prometheus.HistogramVec
-	slackAuth     prometheus.Gauge
+	// slackAuth exists only with a Slack bot token, the one credential
+	// that authwatch can check.
+	slackAuth prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -42,13 +44,9 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Help:    "Time from an incident transition to its delivery, by channel.",
 			Buckets: []float64{0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300},
 		}, []string{"channel"}),
-		slackAuth: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "authwatch_slack_auth_ok",
-			Help: "1 when the last Slack credential check (auth.test) succeeded, else 0.",
-		}),
 	}
 	var errs []error
-	for _, c := range []prometheus.Collector{m.notifications, m.failures, m.retries, m.queue, m.latency, m.slackAuth} {
+	for _, c := range []prometheus.Collector{m.notifications, m.failures, m.retries, m.queue, m.latency} {
 		errs = append(errs, reg.Register(c))
 	}
 	if err := errors.Join(errs...); err != nil {
@@ -63,4 +61,26 @@ func (m *metrics) initChannel(ch string) {
 	m.retries.WithLabelValues(ch)
 	m.queue.WithLabelValues(ch)
 	m.latency.WithLabelValues(ch)
+}
+
+func (m *metrics) registerSlackAuth(reg prometheus.Registerer) error {
+	m.slackAuth = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "authwatch_slack_auth_ok",
+		Help: "1 when the last Slack credential check (auth.test) succeeded, else 0.",
+	})
+	if err := reg.Register(m.slackAuth); err != nil {
+		return fmt.Errorf("alerting: register metrics: %w", err)
+	}
+	return nil
+}
+
+func (m *metrics) setSlackAuth(ok bool) {
+	if m.slackAuth == nil {
+		return
+	}
+	v := 0.0
+	if ok {
+		v = 1
+	}
+	m.slackAuth.Set(v)
 }

@@ -42,7 +42,7 @@ func TestReadmePythonReceiverVerifies(t *testing.T) {
 	}
 	h, rcv := webhookHarness(t)
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0})
-	waitFor(t, "delivery", 5*time.Second, func() bool { return len(rcv.received()) == 1 })
+	waitFor(t, "delivery", 30*time.Second, func() bool { return len(rcv.received()) == 1 })
 	got := rcv.received()[0]
 
 	script := readmeBlock(t, "<!-- webhook-verify-python -->", "python") + `
@@ -85,7 +85,7 @@ func TestReadmeGoReceiverVerifies(t *testing.T) {
 	}
 	h, rcv := webhookHarness(t)
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0})
-	waitFor(t, "delivery", 5*time.Second, func() bool { return len(rcv.received()) == 1 })
+	waitFor(t, "delivery", 30*time.Second, func() bool { return len(rcv.received()) == 1 })
 	got := rcv.received()[0]
 
 	src := `package main

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/slack-go/slack"
 
 	"github.com/authwatch/authwatch/incident"
@@ -119,7 +120,7 @@ type slackNotifier struct {
 	authErr    error
 }
 
-func newSlackNotifier(d *Dispatcher, cfg SlackConfig, httpClient *http.Client) (*slackNotifier, error) {
+func newSlackNotifier(d *Dispatcher, cfg SlackConfig, httpClient *http.Client, reg prometheus.Registerer) (*slackNotifier, error) {
 	n := &slackNotifier{
 		d:          d,
 		cfg:        cfg,
@@ -143,6 +144,9 @@ func newSlackNotifier(d *Dispatcher, cfg SlackConfig, httpClient *http.Client) (
 			opts = append(opts, slack.OptionAPIURL(cfg.APIURL))
 		}
 		n.client = slack.New(token.Reveal(), opts...)
+		if err := d.metrics.registerSlackAuth(reg); err != nil {
+			return nil, err
+		}
 		n.addQueue(cfg.Channel)
 		for _, r := range cfg.Routes {
 			n.addQueue(r.Channel)
@@ -545,7 +549,7 @@ func (n *slackNotifier) setAuthErr(reason string, err error) {
 		n.mu.Lock()
 		n.authErr = err
 		n.mu.Unlock()
-		n.d.metrics.slackAuth.Set(0)
+		n.d.metrics.setSlackAuth(false)
 	}
 }
 
@@ -575,14 +579,14 @@ func (n *slackNotifier) checkAuth(ctx context.Context) {
 	n.authErr = err
 	n.mu.Unlock()
 	if err != nil {
-		n.d.metrics.slackAuth.Set(0)
+		n.d.metrics.setSlackAuth(false)
 		if prev == nil || prev.Error() != err.Error() {
 			v := n.classify(err)
 			n.logger.Error("slack credential check failed", "reason", v.reason, "fix", slackFix(v.reason, n.cfg.Channel), "err", err)
 		}
 		return
 	}
-	n.d.metrics.slackAuth.Set(1)
+	n.d.metrics.setSlackAuth(true)
 	if prev != nil {
 		n.logger.Info("slack credential check passed", "team", resp.Team, "bot_user", resp.User)
 	}

@@ -21,16 +21,16 @@ func TestSlackThreadLifecycle(t *testing.T) {
 
 	in := sampleIncident("shop", "Deployment/api", 5)
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: in, Time: t0})
-	waitFor(t, "parent message", 5*time.Second, func() bool { return len(srv.Messages()) == 1 })
+	waitFor(t, "parent message", 30*time.Second, func() bool { return len(srv.Messages()) == 1 })
 
 	in.Count = 9
 	h.d.Notify(incident.Event{Transition: incident.Updated, Incident: in, Time: t0})
-	waitFor(t, "thread reply", 5*time.Second, func() bool { return len(srv.Messages()) == 2 })
+	waitFor(t, "thread reply", 30*time.Second, func() bool { return len(srv.Messages()) == 2 })
 
 	in.State = incident.StateResolved
 	in.ResolvedAt = t0.Add(5 * time.Minute)
 	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: in, Time: t0})
-	waitFor(t, "resolve", 5*time.Second, func() bool {
+	waitFor(t, "resolve", 30*time.Second, func() bool {
 		m := srv.Messages()
 		return len(m) == 3 && m[0].Edits == 1
 	})
@@ -55,7 +55,7 @@ func TestSlackThreadLifecycle(t *testing.T) {
 		t.Errorf("edited parent = %q", parent.Text)
 	}
 	// The server stores the edit before the client counts it.
-	waitFor(t, "sent = 4 (parent, reply, resolve reply, edit)", 5*time.Second, func() bool {
+	waitFor(t, "sent = 4 (parent, reply, resolve reply, edit)", 30*time.Second, func() bool {
 		return testutil.ToFloat64(h.d.metrics.notifications.WithLabelValues("slack:#alerts", "sent")) == 4
 	})
 	if err := h.d.Ready(); err != nil {
@@ -79,7 +79,7 @@ func TestSlackUpdatesCoalesced(t *testing.T) {
 	in.State = incident.StateResolved
 	in.ResolvedAt = t0.Add(time.Minute)
 	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: in, Time: t0})
-	waitFor(t, "resolve", 5*time.Second, func() bool { return h.d.Idle() && len(srv.Messages()) >= 2 })
+	waitFor(t, "resolve", 30*time.Second, func() bool { return h.d.Idle() && len(srv.Messages()) >= 2 })
 	msgs := srv.Messages()
 	if len(msgs) != 2 {
 		t.Fatalf("messages = %d, want parent and resolve only (updates coalesced into the resolve)", len(msgs))
@@ -103,7 +103,7 @@ func TestSlackRetries(t *testing.T) {
 	h := newHarness(t, Config{Slack: slackConfig(t, srv)})
 	h.start(t)
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0})
-	waitFor(t, "delivery after faults", 10*time.Second, func() bool { return len(srv.Messages()) == 1 })
+	waitFor(t, "delivery after faults", 30*time.Second, func() bool { return len(srv.Messages()) == 1 })
 
 	if got := srv.Calls("chat.postMessage"); got != 7 {
 		t.Errorf("postMessage calls = %d, want 7 (6 faults, 1 success)", got)
@@ -132,7 +132,7 @@ func TestSlackPermanentErrorLoggedOnce(t *testing.T) {
 		h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("payments", fmt.Sprintf("Deployment/p%d", i), 5), Time: t0})
 	}
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0})
-	waitFor(t, "queues drained", 5*time.Second, h.d.Idle)
+	waitFor(t, "queues drained", 30*time.Second, h.d.Idle)
 
 	if got := testutil.ToFloat64(h.d.metrics.notifications.WithLabelValues("slack:#payments", "failed")); got != 3 {
 		t.Errorf("failed = %v, want 3", got)
@@ -185,7 +185,7 @@ func TestSlackBlockLimits(t *testing.T) {
 		incident.Event{Transition: incident.Opened, Incident: in, Time: t0},
 		incident.Event{Transition: incident.Opened, Incident: storm, Time: t0},
 	)
-	waitFor(t, "both messages", 5*time.Second, func() bool { return len(srv.Messages()) == 2 })
+	waitFor(t, "both messages", 30*time.Second, func() bool { return len(srv.Messages()) == 2 })
 	if n := srv.InvalidBlocks(); n != 0 {
 		t.Errorf("invalid_blocks answers = %d, want 0", n)
 	}
@@ -205,7 +205,7 @@ func TestSlackInvalidBlocksFallsBackToText(t *testing.T) {
 	h := newHarness(t, Config{Slack: slackConfig(t, srv)})
 	h.start(t)
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0})
-	waitFor(t, "text-only message", 5*time.Second, func() bool { return len(srv.Messages()) == 1 })
+	waitFor(t, "text-only message", 30*time.Second, func() bool { return len(srv.Messages()) == 1 })
 	if m := srv.Messages()[0]; len(m.Blocks) != 0 || !strings.Contains(m.Text, "auth-failures") {
 		t.Errorf("fallback message = %+v, want text only", m)
 	}
@@ -222,7 +222,7 @@ func TestSlackAuthCheckFeedsReadiness(t *testing.T) {
 		t.Error("Ready() = nil before the first check")
 	}
 	h.start(t)
-	waitFor(t, "failed check", 5*time.Second, func() bool { return srv.Calls("auth.test") >= 2 })
+	waitFor(t, "failed check", 30*time.Second, func() bool { return srv.Calls("auth.test") >= 2 })
 	if err := h.d.Ready(); err == nil || !strings.Contains(err.Error(), "invalid_auth") {
 		t.Errorf("Ready() = %v, want invalid_auth", err)
 	}
@@ -233,7 +233,7 @@ func TestSlackAuthCheckFeedsReadiness(t *testing.T) {
 		t.Errorf("check failure logged %d times, want once", n)
 	}
 	srv.SetAuth(true)
-	waitFor(t, "recovery", 5*time.Second, func() bool { return h.d.Ready() == nil })
+	waitFor(t, "recovery", 30*time.Second, func() bool { return h.d.Ready() == nil })
 	if got := testutil.ToFloat64(h.d.metrics.slackAuth); got != 1 {
 		t.Errorf("authwatch_slack_auth_ok = %v, want 1", got)
 	}
@@ -250,7 +250,7 @@ func TestSlackIncomingWebhook(t *testing.T) {
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: in, Time: t0})
 	in.State, in.ResolvedAt = incident.StateResolved, t0.Add(time.Minute)
 	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: in, Time: t0})
-	waitFor(t, "two webhook messages", 5*time.Second, func() bool { return len(srv.Messages()) == 2 })
+	waitFor(t, "two webhook messages", 30*time.Second, func() bool { return len(srv.Messages()) == 2 })
 	if got := srv.Messages()[1].Text; !strings.Contains(got, "Resolved") {
 		t.Errorf("second message = %q, want the resolve", got)
 	}
@@ -266,7 +266,7 @@ func TestSlackIncomingWebhookWrongURL(t *testing.T) {
 	h := newHarness(t, Config{Slack: cfg})
 	h.start(t)
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0})
-	waitFor(t, "failure", 5*time.Second, func() bool {
+	waitFor(t, "failure", 30*time.Second, func() bool {
 		return testutil.ToFloat64(h.d.metrics.notifications.WithLabelValues("slack:webhook", "failed")) == 1
 	})
 	if got := testutil.ToFloat64(h.d.metrics.failures.WithLabelValues("slack:webhook", "invalid_auth")); got != 1 {

@@ -27,17 +27,17 @@ func TestSlackPoliciesShareWorkloadThread(t *testing.T) {
 		incident.Event{Transition: incident.Opened, Incident: failures, Time: t0},
 		incident.Event{Transition: incident.Opened, Incident: other, Time: t0},
 	)
-	waitFor(t, "parents and join", 5*time.Second, func() bool { return len(srv.Messages()) == 3 })
+	waitFor(t, "parents and join", 30*time.Second, func() bool { return len(srv.Messages()) == 3 })
 
 	expired.State, expired.ResolvedAt = incident.StateResolved, t0.Add(5*time.Minute)
 	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: expired, Time: t0})
-	waitFor(t, "first resolve reply", 5*time.Second, func() bool { return len(srv.Messages()) == 4 })
+	waitFor(t, "first resolve reply", 30*time.Second, func() bool { return len(srv.Messages()) == 4 })
 	if srv.Messages()[0].Edits != 0 {
 		t.Error("parent edited while auth-failures is still firing")
 	}
 	failures.State, failures.ResolvedAt = incident.StateResolved, t0.Add(6*time.Minute)
 	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: failures, Time: t0})
-	waitFor(t, "parent edit", 5*time.Second, func() bool { return h.d.Idle() && srv.Messages()[0].Edits == 1 })
+	waitFor(t, "parent edit", 30*time.Second, func() bool { return h.d.Idle() && srv.Messages()[0].Edits == 1 })
 
 	msgs := srv.Messages()
 	var parents []string
@@ -81,7 +81,7 @@ func TestSlackThreadSurvivesRestart(t *testing.T) {
 	go func() { defer close(done); _ = first.d.Run(ctx) }()
 	in := sampleIncident("shop", "Deployment/api", 5)
 	first.d.Notify(incident.Event{Transition: incident.Opened, Incident: in, Time: t0})
-	waitFor(t, "parent", 5*time.Second, func() bool { return first.d.Idle() && len(srv.Messages()) == 1 })
+	waitFor(t, "parent", 30*time.Second, func() bool { return first.d.Idle() && len(srv.Messages()) == 1 })
 	// Stop with a resolve still queued: it must survive in the state.
 	cancel()
 	<-done
@@ -101,7 +101,7 @@ func TestSlackThreadSurvivesRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	second.start(t)
-	waitFor(t, "resolve after restart", 5*time.Second, func() bool {
+	waitFor(t, "resolve after restart", 30*time.Second, func() bool {
 		m := srv.Messages()
 		return second.d.Idle() && len(m) == 2 && m[0].Edits == 1
 	})
@@ -127,7 +127,7 @@ func TestSlackUnknownIncidentEvents(t *testing.T) {
 		incident.Event{Transition: incident.Resolved, Incident: resolved, Time: t0},
 		incident.Event{Transition: incident.Updated, Incident: updated, Time: t0},
 	)
-	waitFor(t, "queues drained", 5*time.Second, func() bool { return h.d.Idle() && len(srv.Messages()) >= 1 })
+	waitFor(t, "queues drained", 30*time.Second, func() bool { return h.d.Idle() && len(srv.Messages()) >= 1 })
 	msgs := srv.Messages()
 	if len(msgs) != 1 || !strings.Contains(msgs[0].Text, "Deployment/restored") {
 		t.Errorf("messages = %+v, want one parent for the updated incident and nothing for the lone resolve", msgs)

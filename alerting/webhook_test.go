@@ -91,7 +91,7 @@ func TestWebhookSignatureVerifies(t *testing.T) {
 	h, rcv := webhookHarness(t)
 	in := sampleIncident("shop", "Deployment/api", 5)
 	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: in, Time: t0})
-	waitFor(t, "delivery", 5*time.Second, func() bool { return len(rcv.received()) == 1 })
+	waitFor(t, "delivery", 30*time.Second, func() bool { return len(rcv.received()) == 1 })
 	got := rcv.received()[0]
 
 	if !verifyRecipe(testWebhookKey, got.header, got.body) {
@@ -146,7 +146,7 @@ func TestWebhookRetries(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, rcv := webhookHarness(t, tc.statuses...)
 			h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0})
-			waitFor(t, "queue drained", 10*time.Second, func() bool { return h.d.Idle() && len(rcv.received()) >= tc.wantCalls })
+			waitFor(t, "queue drained", 30*time.Second, func() bool { return h.d.Idle() && len(rcv.received()) >= tc.wantCalls })
 			got := rcv.received()
 			if len(got) != tc.wantCalls {
 				t.Errorf("attempts = %d, want %d", len(got), tc.wantCalls)
@@ -179,7 +179,7 @@ func TestWebhookDeliveryIDsDistinct(t *testing.T) {
 	h.d.Notify(incident.Event{Transition: incident.Updated, Incident: in, Time: t0})
 	in.State, in.ResolvedAt = incident.StateResolved, t0.Add(time.Minute)
 	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: in, Time: t0})
-	waitFor(t, "two deliveries", 5*time.Second, func() bool { return h.d.Idle() && len(rcv.received()) == 2 })
+	waitFor(t, "two deliveries", 30*time.Second, func() bool { return h.d.Idle() && len(rcv.received()) == 2 })
 	got := rcv.received()
 	if got[0].header.Get(HeaderDelivery) == got[1].header.Get(HeaderDelivery) {
 		t.Error("two deliveries share a delivery id")
@@ -202,7 +202,7 @@ func TestWebhookMatchFilters(t *testing.T) {
 		incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0},
 		incident.Event{Transition: incident.Opened, Incident: sampleIncident("payments", "Deployment/pay", 5), Time: t0},
 	)
-	waitFor(t, "delivery", 5*time.Second, func() bool { return h.d.Idle() && len(rcv.received()) == 1 })
+	waitFor(t, "delivery", 30*time.Second, func() bool { return h.d.Idle() && len(rcv.received()) == 1 })
 	var doc Document
 	_ = json.Unmarshal(rcv.received()[0].body, &doc)
 	if doc.Incident.Namespace != "payments" {
