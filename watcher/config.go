@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"time"
 
+	"gopkg.in/yaml.v3"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/labels"
 )
@@ -162,14 +163,10 @@ func (c *Config) Validate(prefix string) error {
 type Duration time.Duration
 
 // UnmarshalYAML parses a Go duration string.
-func (d *Duration) UnmarshalYAML(unmarshal func(any) error) error {
-	var s string
-	if err := unmarshal(&s); err != nil {
-		return err
-	}
-	v, err := time.ParseDuration(s)
-	if err != nil {
-		return fmt.Errorf("invalid duration %q, want a form such as 30s or 5m", s)
+func (d *Duration) UnmarshalYAML(value *yaml.Node) error {
+	v, err := time.ParseDuration(value.Value)
+	if value.Kind != yaml.ScalarNode || err != nil {
+		return fmt.Errorf("line %d: invalid duration %q, want a form such as 30s or 5m", value.Line, value.Value)
 	}
 	*d = Duration(v)
 	return nil
