@@ -111,6 +111,10 @@ type WebhookConfig struct {
 	// Events lists the transitions sent: opened, updated, resolved.
 	// Default opened and resolved.
 	Events []string `yaml:"events"`
+	// UpdateInterval is the minimum time between two updated deliveries
+	// for one incident; each carries cumulative counts, so the skipped
+	// ones lose nothing. Default 5m.
+	UpdateInterval time.Duration `yaml:"update_interval"`
 	// Timeout bounds one attempt. Default 10s.
 	Timeout time.Duration `yaml:"timeout"`
 	// MaxAttempts bounds the attempts per delivery. Default 8.
@@ -168,6 +172,12 @@ func (c *Config) Validate() error {
 		}
 		if w.MaxAttempts == 0 {
 			w.MaxAttempts = 8
+		}
+		if w.UpdateInterval == 0 {
+			w.UpdateInterval = 5 * time.Minute
+		}
+		if w.UpdateInterval < 0 {
+			errs = append(errs, fmt.Errorf("%s.update_interval: invalid value %s: use a positive duration such as 5m", at, w.UpdateInterval))
 		}
 		if len(w.Events) == 0 {
 			w.Events = []string{"opened", "resolved"}

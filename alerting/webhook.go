@@ -16,6 +16,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/authwatch/authwatch/incident"
@@ -158,6 +159,25 @@ func labelsOf(in *incident.Incident) map[string]string {
 	}
 }
 
+// due reports whether ev goes out: every opened and resolved does, and an
+// updated only UpdateInterval after the last delivery for its incident.
+func (w *webhookNotifier) due(ev incident.Event) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	id := ev.Incident.ID
+	switch ev.Transition {
+	case incident.Resolved:
+		delete(w.lastUpdate, id)
+		return true
+	case incident.Updated:
+		if last, ok := w.lastUpdate[id]; ok && ev.Time.Sub(last) < w.cfg.UpdateInterval {
+			return false
+		}
+	}
+	w.lastUpdate[id] = ev.Time
+	return true
+}
+
 // delivery is one queued webhook request; Body is fixed at enqueue so
 // retries resend the same bytes under the same delivery id.
 type delivery struct {
@@ -175,6 +195,9 @@ type webhookNotifier struct {
 	logger *slog.Logger
 	label  string
 	queue  *queue[delivery]
+
+	mu         sync.Mutex           // guards lastUpdate
+	lastUpdate map[string]time.Time // by incident ID, for coalescing updated
 }
 
 func newWebhookNotifier(d *Dispatcher, cfg WebhookConfig, at string, httpClient *http.Client) (*webhookNotifier, error) {
@@ -187,13 +210,17 @@ func newWebhookNotifier(d *Dispatcher, cfg WebhookConfig, at string, httpClient 
 	d.metrics.initChannel(label)
 	return &webhookNotifier{
 		d: d, cfg: cfg, key: key, http: httpClient, label: label,
-		logger: d.logger.With("notifier", "webhook", "webhook", cfg.Name),
-		queue:  newQueue[delivery](func(l int) { d.metrics.queue.WithLabelValues(label).Set(float64(l)) }),
+		logger:     d.logger.With("notifier", "webhook", "webhook", cfg.Name),
+		queue:      newQueue[delivery](func(l int) { d.metrics.queue.WithLabelValues(label).Set(float64(l)) }),
+		lastUpdate: map[string]time.Time{},
 	}, nil
 }
 
 func (w *webhookNotifier) handle(ev incident.Event) {
 	if !slices.Contains(w.cfg.Events, ev.Transition.String()) || !w.cfg.Match.Matches(ev.Incident.Key) {
+		return
+	}
+	if !w.due(ev) {
 		return
 	}
 	doc := Document{

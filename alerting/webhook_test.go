@@ -209,3 +209,31 @@ func TestWebhookMatchFilters(t *testing.T) {
 		t.Errorf("delivered namespace %q, want payments only", doc.Incident.Namespace)
 	}
 }
+
+func TestWebhookUpdatesCoalesced(t *testing.T) {
+	rcv := &hookReceiver{}
+	srv := httptest.NewServer(rcv)
+	defer srv.Close()
+	h := newHarness(t, Config{Webhooks: []WebhookConfig{{
+		URL: srv.URL, SecretFile: writeFile(t, "key", testWebhookKey),
+		Events: []string{"opened", "updated", "resolved"}, UpdateInterval: time.Minute,
+	}}})
+	h.start(t)
+	in := sampleIncident("shop", "Deployment/api", 5)
+	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: in, Time: t0})
+	for i := range 120 {
+		in.Count++
+		// One update a second for two minutes: updates at 1m and 2m go out.
+		h.d.Notify(incident.Event{Transition: incident.Updated, Incident: in, Time: t0.Add(time.Duration(i+1) * time.Second)})
+	}
+	in.State, in.ResolvedAt = incident.StateResolved, t0.Add(3*time.Minute)
+	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: in, Time: in.ResolvedAt})
+	waitFor(t, "deliveries", 30*time.Second, func() bool { return h.d.Idle() && len(rcv.received()) >= 4 })
+	var events []string
+	for _, r := range rcv.received() {
+		events = append(events, r.header.Get(HeaderEvent))
+	}
+	if got := strings.Join(events, ","); got != "opened,updated,updated,resolved" {
+		t.Errorf("events = %s, want opened,updated,updated,resolved", got)
+	}
+}
