@@ -116,8 +116,17 @@ func listNames(names []string, more int) string {
 	return escape(s)
 }
 
+// ago formats d rounded to seconds, and whole minutes or hours without
+// the zero parts: "1m" rather than "1m0s".
 func ago(d time.Duration) string {
-	return d.Round(time.Second).String()
+	d = d.Round(time.Second)
+	switch {
+	case d != 0 && d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d != 0 && d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return d.String()
 }
 
 // threadMessage renders the parent message of a thread: the incident that
@@ -160,7 +169,7 @@ func (n *slackNotifier) incidentMessage(in *incident.Incident, resolved bool) me
 			"Namespace", escape(in.Key.Namespace),
 			"Workload", escape(in.Key.Workload),
 			"Category", escape(in.Category)+" ("+escape(in.Severity)+")",
-			"Matches", fmt.Sprintf("%d in total, %d in the last %s (threshold %d)", in.Count, in.InWindow, in.Window, in.Threshold),
+			"Matches", fmt.Sprintf("%d in total, %d in the last %s (threshold %d)", in.Count, in.InWindow, ago(in.Window), in.Threshold),
 			"Rules", escape(ruleList(in.Rules)),
 			"Pods", listNames(in.Pods, in.MorePods),
 			"Containers", listNames(in.Containers, 0),
@@ -225,7 +234,7 @@ func (n *slackNotifier) updateMessage(th *Thread) message {
 			lines = append(lines, fmt.Sprintf("The storm now covers %d workloads.", len(in.Members)+in.MoreMembers))
 		} else {
 			lines = append(lines, fmt.Sprintf("%s: %d more matches (%d in total, %d in the last %s).",
-				in.Key.Policy, in.Count-th.Replied[id], in.Count, in.InWindow, in.Window))
+				in.Key.Policy, in.Count-th.Replied[id], in.Count, in.InWindow, ago(in.Window)))
 		}
 		if in.Latest.Time.After(latest.Time) || latest.Text == "" {
 			latest = in.Latest
@@ -246,7 +255,7 @@ func (n *slackNotifier) updateMessage(th *Thread) message {
 // opened for the thread's workload.
 func (n *slackNotifier) joinMessage(in *incident.Incident) message {
 	text := fmt.Sprintf("Policy %s also fired: %d matches, %d in the last %s (threshold %d).",
-		in.Key.Policy, in.Count, in.InWindow, in.Window, in.Threshold)
+		in.Key.Policy, in.Count, in.InWindow, ago(in.Window), in.Threshold)
 	return finish([]slack.Block{section(escape(text))}, n.redactor.String(text))
 }
 
