@@ -10,8 +10,8 @@ import (
 
 // TestRotationCircuitBreakerStopsPeriodicRotation gives the API a 12s
 // access token lifetime: every rotation "works" until the new token
-// expires. After two rotations at the same period the breaker refuses the
-// third and says that the lifetime is the cause.
+// expires. After two rotations at the same period the breaker rejects the
+// third and names the lifetime as the cause.
 func TestRotationCircuitBreakerStopsPeriodicRotation(t *testing.T) {
 	ns := newNamespace(t, "rot-circuit")
 	api := startIribala(t, ns, 12*time.Second)
@@ -23,7 +23,7 @@ func TestRotationCircuitBreakerStopsPeriodicRotation(t *testing.T) {
 		"--checkpoint-configmap=")
 
 	waitRotations(t, []*daemon{d}, "succeeded", 2, 2*time.Minute)
-	waitRotations(t, []*daemon{d}, "refused", 1, time.Minute)
+	waitRotations(t, []*daemon{d}, "rejected", 1, time.Minute)
 
 	s, err := d.metrics(t.Context())
 	if err != nil {
@@ -39,8 +39,8 @@ func TestRotationCircuitBreakerStopsPeriodicRotation(t *testing.T) {
 		t.Errorf("rotation history %v, want two rotations", h)
 	}
 	out := d.output()
-	if !strings.Contains(out, "rotation refused (circuit_open): rotations recur every") || !strings.Contains(out, "use a refresh flow or a long-lived service token") {
-		t.Error("the refusal does not name the periodic recurrence and its fix")
+	if !strings.Contains(out, "rotation rejected (circuit_open): rotations recur every") || !strings.Contains(out, "use a refresh flow or a long-lived service token") {
+		t.Error("the rejection does not name the periodic recurrence and its fix")
 	}
 	checkNoTokenIn(t, "authwatch output", out, initial, api.password)
 }

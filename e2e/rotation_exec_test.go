@@ -34,8 +34,8 @@ func TestRotationExecSourceRecovers(t *testing.T) {
 	d := startAuthwatch(t, cluster.Kubeconfig(), "--config="+rotationConfig(t, ns, false, source, ""), "--checkpoint-configmap=")
 	waitClientRecovered(t, ns, time.Time{}, time.Minute) // the key works before it is revoked
 
-	// Revoke the key as an operator would; the key printed here is
-	// replaced again by the rotation, so nobody uses it.
+	// Revoke the key as an operator would. The rotation replaces the key
+	// printed here again, so no client ever uses it.
 	api.manage(t, "drf_create_token", "-r", rotUser)
 	revoked := time.Now()
 	firstFail := waitFirstFailure(t, ns, time.Minute)

@@ -64,7 +64,7 @@ type Target struct {
 	// VolumeSyncWait is how long verification waits for the kubelet to
 	// update a mounted Secret file when no restart happens.
 	VolumeSyncWait time.Duration `yaml:"volume_sync_wait"`
-	// KeepPrevious says what the backup Secret keeps of the replaced
+	// KeepPrevious selects what the backup Secret keeps of the replaced
 	// token: value (allows a rollback) or hash (SHA-256 only).
 	KeepPrevious string `yaml:"keep_previous"`
 	// RenewBefore rotates a JWT this long before its exp; zero disables
@@ -108,7 +108,7 @@ type CircuitBreaker struct {
 	MaxPeriod time.Duration `yaml:"max_period"`
 }
 
-// Source says where a new token comes from. Exactly one field is set.
+// Source is the origin of new tokens. Exactly one field is set.
 type Source struct {
 	HTTP    *HTTPSource    `yaml:"http"`
 	Exec    *ExecSource    `yaml:"exec"`

@@ -120,7 +120,7 @@ func TestMetricsLint(t *testing.T) {
 	}
 }
 
-// TestHTTPSourceErrorsNeverEchoBody checks that an issuer answering with
+// TestHTTPSourceErrorsNeverEchoBody checks that an issuer that returns
 // an error page that repeats the request does not leak the credentials.
 func TestHTTPSourceErrorsNeverEchoBody(t *testing.T) {
 	srv := issuer(t, func(w http.ResponseWriter, f map[string]string) {

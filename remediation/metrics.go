@@ -18,7 +18,7 @@ func newMetrics(reg prometheus.Registerer, targets []string) (*metrics, error) {
 	m := &metrics{
 		rotations: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "authwatch_token_rotations_total",
-			Help: "Token rotations by target and result (succeeded, failed, not_verified, refused, dry_run, lease_lost).",
+			Help: "Token rotations by target and result (succeeded, failed, not_verified, rejected, dry_run, lease_lost).",
 		}, []string{"target", "result"}),
 		lastSuccess: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "authwatch_token_rotation_last_success_timestamp_seconds",

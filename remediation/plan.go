@@ -10,8 +10,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 )
 
-// Plan is what a rotation of one target would do, read from the cluster
-// without writing.
+// Plan is the list of actions that a rotation of one target would take,
+// read from the cluster without writing.
 type Plan struct {
 	Target string
 	// Secret is "<namespace>/<name>" and Key the key that holds the token.
@@ -28,8 +28,8 @@ type Plan struct {
 	// annotations.
 	LastRotation      time.Time
 	RotationsLastHour int
-	// Refusal says why a rotation would not run now; nil when it would.
-	Refusal error
+	// Rejection is the reason a rotation would not run now, or nil.
+	Rejection error
 
 	secret *corev1.Secret
 	verify time.Duration // extra wait before verification
@@ -63,8 +63,8 @@ func (p *Plan) Lines() []string {
 		lines = append(lines, fmt.Sprintf("last rotation at %s, %d in the last hour",
 			p.LastRotation.UTC().Format(time.RFC3339), p.RotationsLastHour))
 	}
-	if p.Refusal != nil {
-		lines = append(lines, "would not run now: "+p.Refusal.Error())
+	if p.Rejection != nil {
+		lines = append(lines, "would not run now: "+p.Rejection.Error())
 	}
 	if p.DryRun {
 		lines = append(lines, "dry run: nothing is written")
@@ -83,9 +83,9 @@ func (r *Rotator) Plan(ctx context.Context, target string) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Refusal = checkSafety(t, readState(p.secret), time.Now(), true, r.staleAfter(t))
+	p.Rejection = checkSafety(t, readState(p.secret), time.Now(), true, r.staleAfter(t))
 	if r.cfg.Disabled || t.Disabled {
-		p.Refusal = &RefusedError{Target: t.Name, Reason: ReasonKillSwitch, Detail: "rotation is disabled in the config file"}
+		p.Rejection = &RejectedError{Target: t.Name, Reason: ReasonKillSwitch, Detail: "rotation is disabled in the config file"}
 	}
 	return p, nil
 }
@@ -99,7 +99,7 @@ func (r *Rotator) plan(ctx context.Context, t *Target) (*Plan, error) {
 		return nil, fmt.Errorf("remediation: read Secret %s/%s: %w", t.Secret.Namespace, t.Secret.Name, err)
 	}
 	if owner := foreignOwner(sec); owner != "" {
-		return nil, &RefusedError{Target: t.Name, Reason: ReasonOwned, Detail: fmt.Sprintf(
+		return nil, &RejectedError{Target: t.Name, Reason: ReasonOwned, Detail: fmt.Sprintf(
 			"Secret %s/%s is managed by %s, which would revert a rotation: rotate the token at that source instead",
 			t.Secret.Namespace, t.Secret.Name, owner)}
 	}
@@ -137,7 +137,7 @@ func (r *Rotator) plan(ctx context.Context, t *Target) (*Plan, error) {
 			p.verify = t.VolumeSyncWait
 		}
 		if w.paused {
-			errs = append(errs, &RefusedError{Target: t.Name, Reason: ReasonPaused, Detail: fmt.Sprintf(
+			errs = append(errs, &RejectedError{Target: t.Name, Reason: ReasonPaused, Detail: fmt.Sprintf(
 				"Deployment %s/%s is paused: resume it (kubectl rollout resume) or remove it from restart", t.Secret.Namespace, ref.Name)})
 			pr.Note = ref.String() + " is paused: not restarted"
 		}

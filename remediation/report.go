@@ -23,8 +23,8 @@ const (
 	StepDone      Step = "done"
 )
 
-// Outcome is how a rotation ended. Its string is the result label of
-// authwatch_token_rotations_total.
+// Outcome is the end state of a rotation. Its string is the result label
+// of authwatch_token_rotations_total.
 type Outcome string
 
 // Outcomes.
@@ -32,16 +32,16 @@ const (
 	OutcomeSucceeded   Outcome = "succeeded"
 	OutcomeFailed      Outcome = "failed"
 	OutcomeNotVerified Outcome = "not_verified"
-	OutcomeRefused     Outcome = "refused"
+	OutcomeRejected    Outcome = "rejected"
 	OutcomeDryRun      Outcome = "dry_run"
 	// OutcomeLeaseLost ends a rotation whose replica lost the leader
 	// Lease: it writes nothing further.
 	OutcomeLeaseLost Outcome = "lease_lost"
 )
 
-var allOutcomes = []Outcome{OutcomeSucceeded, OutcomeFailed, OutcomeNotVerified, OutcomeRefused, OutcomeDryRun, OutcomeLeaseLost}
+var allOutcomes = []Outcome{OutcomeSucceeded, OutcomeFailed, OutcomeNotVerified, OutcomeRejected, OutcomeDryRun, OutcomeLeaseLost}
 
-// Trigger asks for a rotation. cmd builds it from an incident transition,
+// Trigger is a request for a rotation. cmd builds it from an incident transition,
 // the expiry check builds it for proactive renewal, and `authwatch rotate`
 // builds a manual one.
 type Trigger struct {
@@ -64,11 +64,11 @@ type Trigger struct {
 	Manual bool
 	// DryRun forces a dry run whatever the target says.
 	DryRun bool
-	// Reason says in a few words why the rotation runs.
+	// Reason is a short phrase that explains why the rotation runs.
 	Reason string
 }
 
-// StepState is where a step stands in a report.
+// StepState is the progress of a step in a report.
 type StepState string
 
 // Step states.

@@ -17,7 +17,7 @@ import (
 // rollout restart` sets; changing it makes the controller roll new pods.
 const AnnotationRestartedAt = "kubectl.kubernetes.io/restartedAt"
 
-// Consumption says how a workload reads the token key.
+// Consumption is the way a workload reads the token key.
 type Consumption string
 
 // Ways of consuming a Secret key.
@@ -246,7 +246,7 @@ func (r *Rotator) rolloutStatus(ctx context.Context, namespace string, ref Workl
 // without it the restart did not happen.
 func (r *Rotator) deploymentStatus(ctx context.Context, d *appsv1.Deployment, restartedAt string) (rolloutStatus, error) {
 	if d.Spec.Paused {
-		return rolloutStatus{}, &RefusedError{Target: d.Name, Reason: ReasonPaused, Detail: fmt.Sprintf("Deployment %s/%s was paused during the rollout", d.Namespace, d.Name)}
+		return rolloutStatus{}, &RejectedError{Target: d.Name, Reason: ReasonPaused, Detail: fmt.Sprintf("Deployment %s/%s was paused during the rollout", d.Namespace, d.Name)}
 	}
 	for _, c := range d.Status.Conditions {
 		if c.Type == appsv1.DeploymentProgressing && c.Reason == "ProgressDeadlineExceeded" {

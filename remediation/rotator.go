@@ -1,12 +1,13 @@
-// Package remediation rotates the token behind authentication failures:
-// it obtains a new token from its source, validates it, patches the
-// Secret that holds it, restarts the workloads that read it, waits for
-// their rollouts and verifies that the new pods stop failing. Safety comes
-// first: dry run by default, a cooldown, a maximum per hour, one rotation
-// in flight per target, a kill switch, a circuit breaker for rotations
-// that recur at a steady period, and nothing written after a failure or
-// once this replica has lost the leader Lease. State that must survive a
-// restart is kept in annotations on the target Secret.
+// Package remediation rotates the token behind authentication failures.
+// It obtains a new token from its source and validates it, patches the
+// Secret that holds it, and restarts the workloads that read it. Then it
+// waits for their rollouts and verifies that the new pods stop failing.
+//
+// Safety comes first: dry run by default, a cooldown, a maximum per hour,
+// one rotation in flight per target, a kill switch, and a circuit breaker
+// for rotations that recur at a steady period. Nothing is written after a
+// failure or once this replica has lost the leader Lease. State that must
+// survive a restart is kept in annotations on the target Secret.
 package remediation
 
 import (
@@ -94,10 +95,10 @@ type Result struct {
 	ID      string
 	Target  string
 	Outcome Outcome
-	// Step is the step that failed or was refused; StepDone on success.
+	// Step is the step that failed or was rejected; StepDone on success.
 	Step Step
-	// Err says why the rotation did not succeed; it never contains the
-	// token.
+	// Err is the reason the rotation did not succeed. It never contains
+	// the token.
 	Err      error
 	DryRun   bool
 	Duration time.Duration
@@ -284,7 +285,7 @@ func (r *Rotator) Rotate(ctx context.Context, trig Trigger) Result {
 	now := time.Now()
 	t, ok := r.cfg.Target(trig.Target)
 	if !ok {
-		return Result{Target: trig.Target, Outcome: OutcomeRefused, Step: StepPreflight,
+		return Result{Target: trig.Target, Outcome: OutcomeRejected, Step: StepPreflight,
 			Err: fmt.Errorf("remediation: unknown target %q: check remediation.targets in the config file", trig.Target)}
 	}
 	ru := &run{r: r, t: t, trig: trig, id: newRotationID(now), dry: t.dryRun || trig.DryRun, start: now}
@@ -297,17 +298,17 @@ func (r *Rotator) Rotate(ctx context.Context, trig Trigger) Result {
 func (ru *run) execute(ctx context.Context) Result {
 	r, t := ru.r, ru.t
 	if r.cfg.Disabled || t.Disabled {
-		return refused(StepPreflight, &RefusedError{Target: t.Name, Reason: ReasonKillSwitch, Detail: "rotation is disabled in the config file"})
+		return rejected(StepPreflight, &RejectedError{Target: t.Name, Reason: ReasonKillSwitch, Detail: "rotation is disabled in the config file"})
 	}
 
 	r.mu.Lock()
 	if r.inFlight[t.Name] {
 		r.mu.Unlock()
-		return refused(StepPreflight, &RefusedError{Target: t.Name, Reason: ReasonInFlight, Detail: "a rotation of this target is running in this replica"})
+		return rejected(StepPreflight, &RejectedError{Target: t.Name, Reason: ReasonInFlight, Detail: "a rotation of this target is running in this replica"})
 	}
 	if last, ok := r.lastAttempt[t.Name]; ok && !ru.trig.Manual && time.Since(last) < t.Cooldown {
 		r.mu.Unlock()
-		return refused(StepPreflight, &RefusedError{Target: t.Name, Reason: ReasonCooldown,
+		return rejected(StepPreflight, &RejectedError{Target: t.Name, Reason: ReasonCooldown,
 			Detail: fmt.Sprintf("last attempt at %s, cooldown is %s", last.UTC().Format(time.RFC3339), t.Cooldown)})
 	}
 	r.inFlight[t.Name] = true
@@ -328,7 +329,7 @@ func (ru *run) execute(ctx context.Context) Result {
 		return failure(StepPreflight, err)
 	}
 	if err := checkSafety(t, readState(plan.secret), time.Now(), ru.trig.Manual, r.staleAfter(t)); err != nil {
-		return refused(StepPreflight, err)
+		return rejected(StepPreflight, err)
 	}
 	if !ru.trig.Manual {
 		r.mu.Lock()
@@ -462,17 +463,17 @@ func (ru *run) rolloutAndVerify(ctx context.Context, plan *Plan, restartedAt map
 	return Result{Outcome: OutcomeSucceeded, Step: StepDone}
 }
 
-func refused(step Step, err error) Result {
-	return Result{Outcome: OutcomeRefused, Step: step, Err: err}
+func rejected(step Step, err error) Result {
+	return Result{Outcome: OutcomeRejected, Step: step, Err: err}
 }
 
 func failure(step Step, err error) Result {
 	if errors.Is(err, errLeaseLost) {
 		return Result{Outcome: OutcomeLeaseLost, Step: step, Err: err}
 	}
-	var re *RefusedError
+	var re *RejectedError
 	if errors.As(err, &re) {
-		return Result{Outcome: OutcomeRefused, Step: step, Err: err}
+		return Result{Outcome: OutcomeRejected, Step: step, Err: err}
 	}
 	return Result{Outcome: OutcomeFailed, Step: step, Err: err}
 }
@@ -537,12 +538,12 @@ func (ru *run) finish(ctx context.Context, res Result) {
 	case OutcomeFailed, OutcomeNotVerified, OutcomeLeaseLost:
 		r.metrics.duration.WithLabelValues(t.Name).Observe(res.Duration.Seconds())
 		r.logger.Error("rotation did not succeed", "target", t.Name, "rotation_id", ru.id, "outcome", string(res.Outcome), "step", string(res.Step), "err", res.Err)
-	case OutcomeRefused:
-		var re *RefusedError
+	case OutcomeRejected:
+		var re *RejectedError
 		if errors.As(res.Err, &re) && re.Reason == ReasonCircuitOpen {
 			r.metrics.circuitOpen.WithLabelValues(t.Name).Set(1)
 		}
-		r.logger.Warn("rotation refused", "target", t.Name, "rotation_id", ru.id, "err", res.Err)
+		r.logger.Warn("rotation rejected", "target", t.Name, "rotation_id", ru.id, "err", res.Err)
 	case OutcomeDryRun:
 		r.logger.Info("rotation dry run done", "target", t.Name, "rotation_id", ru.id)
 	}
@@ -682,7 +683,7 @@ func (r *Rotator) resume(ctx context.Context, t *Target) {
 }
 
 // checkExpiry exports the exp of each target's JWT and triggers a
-// renewal where renew_before says so.
+// renewal once exp is less than renew_before away.
 func (r *Rotator) checkExpiry(ctx context.Context) {
 	for i := range r.cfg.Targets {
 		t := &r.cfg.Targets[i]

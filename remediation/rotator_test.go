@@ -266,9 +266,9 @@ func TestRotatePatchConflictWithOtherRotation(t *testing.T) {
 		})
 
 		res := h.rot.Rotate(t.Context(), automatic())
-		var re *RefusedError
-		if res.Outcome != OutcomeRefused || !errors.As(res.Err, &re) || re.Reason != ReasonInFlight {
-			t.Fatalf("result = %s (%v), want refused in_flight", res.Outcome, res.Err)
+		var re *RejectedError
+		if res.Outcome != OutcomeRejected || !errors.As(res.Err, &re) || re.Reason != ReasonInFlight {
+			t.Fatalf("result = %s (%v), want rejected in_flight", res.Outcome, res.Err)
 		}
 	})
 }
@@ -295,12 +295,12 @@ func TestRotateRolloutTimeout(t *testing.T) {
 		// The unfinished rotation blocks automatic retries.
 		time.Sleep(time.Hour)
 		res = h.rot.Rotate(t.Context(), automatic())
-		var re *RefusedError
-		if res.Outcome != OutcomeRefused || !errors.As(res.Err, &re) || re.Reason != ReasonUnfinished {
-			t.Errorf("second result = %s (%v), want refused unfinished", res.Outcome, res.Err)
+		var re *RejectedError
+		if res.Outcome != OutcomeRejected || !errors.As(res.Err, &re) || re.Reason != ReasonUnfinished {
+			t.Errorf("second result = %s (%v), want rejected unfinished", res.Outcome, res.Err)
 		}
 		if after := len(writes(h.cs)); after != before {
-			t.Errorf("refused rotation wrote %d times", after-before)
+			t.Errorf("rejected rotation wrote %d times", after-before)
 		}
 	})
 }
@@ -394,7 +394,7 @@ func TestRotateLeaseLost(t *testing.T) {
 	})
 }
 
-func TestRotateRefusals(t *testing.T) {
+func TestRotateRejections(t *testing.T) {
 	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
 	recent := now.Add(-time.Minute).Format(time.RFC3339)
 	tests := []struct {
@@ -444,21 +444,21 @@ func TestRotateRefusals(t *testing.T) {
 				h.source.token = "new-opaque-token"
 
 				res := h.rot.Rotate(t.Context(), tc.trigger)
-				var re *RefusedError
-				if res.Outcome != OutcomeRefused || !errors.As(res.Err, &re) || re.Reason != tc.reason {
-					t.Fatalf("result = %s (%v), want refused %s", res.Outcome, res.Err, tc.reason)
+				var re *RejectedError
+				if res.Outcome != OutcomeRejected || !errors.As(res.Err, &re) || re.Reason != tc.reason {
+					t.Fatalf("result = %s (%v), want rejected %s", res.Outcome, res.Err, tc.reason)
 				}
 				if !strings.Contains(res.Err.Error(), tc.detail) {
 					t.Errorf("err = %v, want it to contain %q", res.Err, tc.detail)
 				}
 				if w := writes(h.cs); len(w) != 0 {
-					t.Errorf("refused rotation wrote %v", w)
+					t.Errorf("rejected rotation wrote %v", w)
 				}
 				if n := h.source.calls.Load(); n != 0 {
-					t.Errorf("refused rotation called the source %d times", n)
+					t.Errorf("rejected rotation called the source %d times", n)
 				}
-				if rep := h.reporter.final(t); rep.Outcome != OutcomeRefused {
-					t.Errorf("final report outcome = %s, want refused", rep.Outcome)
+				if rep := h.reporter.final(t); rep.Outcome != OutcomeRejected {
+					t.Errorf("final report outcome = %s, want rejected", rep.Outcome)
 				}
 				if tc.reason == ReasonCircuitOpen {
 					if got := testutil.ToFloat64(h.rot.metrics.circuitOpen.WithLabelValues(testTarget)); got != 1 {
@@ -480,9 +480,9 @@ func TestRotateSingleFlight(t *testing.T) {
 		go func() { done <- h.rot.Rotate(t.Context(), automatic()) }()
 		waitVerification(t, h.rot)
 		second := h.rot.Rotate(t.Context(), manual())
-		var re *RefusedError
-		if second.Outcome != OutcomeRefused || !errors.As(second.Err, &re) || re.Reason != ReasonInFlight {
-			t.Errorf("second rotation = %s (%v), want refused in_flight", second.Outcome, second.Err)
+		var re *RejectedError
+		if second.Outcome != OutcomeRejected || !errors.As(second.Err, &re) || re.Reason != ReasonInFlight {
+			t.Errorf("second rotation = %s (%v), want rejected in_flight", second.Outcome, second.Err)
 		}
 		if res := <-done; res.Outcome != OutcomeSucceeded {
 			t.Errorf("first rotation = %s (%v), want succeeded", res.Outcome, res.Err)
@@ -509,7 +509,7 @@ func TestRotateCircuitBreakerAfterPeriodicRepeats(t *testing.T) {
 			// The JWT expires 15 minutes after each rotation.
 			time.Sleep(15*time.Minute - time.Since(readState(getSecret(t, h.cs)).lastRotation))
 		}
-		want := []Outcome{OutcomeSucceeded, OutcomeSucceeded, OutcomeRefused, OutcomeRefused}
+		want := []Outcome{OutcomeSucceeded, OutcomeSucceeded, OutcomeRejected, OutcomeRejected}
 		if diff := cmp.Diff(want, outcomes); diff != "" {
 			t.Errorf("outcomes (-want +got):\n%s", diff)
 		}

@@ -105,7 +105,8 @@ func (r *Rotator) writeBackup(ctx context.Context, t *Target, id string, previou
 	return nil
 }
 
-// claim is what the token patch writes besides the token.
+// claim is the rotation state that the token patch writes besides the
+// token.
 type claim struct {
 	id      string
 	now     time.Time
@@ -145,10 +146,10 @@ func (r *Rotator) patchToken(ctx context.Context, t *Target, read *corev1.Secret
 		}
 		st := readState(cur)
 		if st.disabled {
-			return nil, &RefusedError{Target: t.Name, Reason: ReasonKillSwitch, Detail: "the kill switch was set while the rotation ran"}
+			return nil, &RejectedError{Target: t.Name, Reason: ReasonKillSwitch, Detail: "the kill switch was set while the rotation ran"}
 		}
 		if st.rotationID != "" && st.rotationID != read.Annotations[AnnotationRotationID] {
-			return nil, &RefusedError{Target: t.Name, Reason: ReasonInFlight, Detail: fmt.Sprintf("rotation %s wrote the Secret meanwhile", st.rotationID)}
+			return nil, &RejectedError{Target: t.Name, Reason: ReasonInFlight, Detail: fmt.Sprintf("rotation %s wrote the Secret meanwhile", st.rotationID)}
 		}
 	}
 }

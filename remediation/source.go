@@ -64,7 +64,7 @@ func newHTTPSource(cfg HTTPSource, namespace string, client kubernetes.Interface
 		}
 		pool := x509.NewCertPool()
 		if !pool.AppendCertsFromPEM(pem) {
-			return nil, fmt.Errorf("remediation: tls.ca_file %s holds no PEM certificate", cfg.TLS.CAFile)
+			return nil, fmt.Errorf("remediation: tls.ca_file %s contains no PEM certificate: give a PEM-encoded CA bundle", cfg.TLS.CAFile)
 		}
 		tlsConfig.RootCAs = pool
 	}

@@ -21,7 +21,7 @@ import (
 )
 
 // issuer is a stand-in for a SimpleJWT obtain-pair endpoint: it checks the
-// credentials and answers as the real view does.
+// credentials and responds as the real view does.
 func issuer(t *testing.T, respond func(w http.ResponseWriter, fields map[string]string)) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -190,7 +190,7 @@ func TestCommandSource(t *testing.T) {
 	}
 }
 
-// scriptedExecutor answers exec calls with fixed output.
+// scriptedExecutor returns fixed output for every exec call.
 type scriptedExecutor struct {
 	stdout string
 	err    error

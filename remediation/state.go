@@ -12,7 +12,7 @@ import (
 
 // Annotations on the target Secret. They keep the rotation state in the
 // cluster, so that a restarted or newly elected authwatch neither rotates
-// again nor forgets a rotation in flight.
+// again nor loses track of a rotation in flight.
 const (
 	// AnnotationRotation set to "disabled" is the kill switch of a target.
 	AnnotationRotation = "authwatch.io/rotation"
@@ -105,19 +105,19 @@ func inHour(ts []time.Time, now time.Time) []time.Time {
 	return out
 }
 
-// RefusedError says why a safety check stopped a rotation before it
-// wrote anything. Reason is a short constant for metrics and tests.
-type RefusedError struct {
+// RejectedError is the reason a safety check stopped a rotation before
+// it wrote anything. Reason is a short constant for metrics and tests.
+type RejectedError struct {
 	Target string
 	Reason string
 	Detail string
 }
 
-func (e *RefusedError) Error() string {
-	return fmt.Sprintf("remediation: target %s: rotation refused (%s): %s", e.Target, e.Reason, e.Detail)
+func (e *RejectedError) Error() string {
+	return fmt.Sprintf("remediation: target %s: rotation rejected (%s): %s", e.Target, e.Reason, e.Detail)
 }
 
-// Refusal reasons.
+// Rejection reasons.
 const (
 	ReasonKillSwitch  = "kill_switch"
 	ReasonCooldown    = "cooldown"
@@ -131,35 +131,35 @@ const (
 
 // checkSafety applies the cluster-stored safety state. Manual rotations
 // skip the cooldown, the unfinished-rotation block and the circuit
-// breaker, because an operator asked for them; the kill switch and the
+// breaker, because an operator requested them. The kill switch and the
 // hourly maximum still apply.
 func checkSafety(t *Target, st targetState, now time.Time, manual bool, stale time.Duration) error {
-	refuse := func(reason, format string, args ...any) error {
-		return &RefusedError{Target: t.Name, Reason: reason, Detail: fmt.Sprintf(format, args...)}
+	reject := func(reason, format string, args ...any) error {
+		return &RejectedError{Target: t.Name, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 	}
 	if st.disabled {
-		return refuse(ReasonKillSwitch, "the Secret has annotation %s: disabled; remove it to allow rotation", AnnotationRotation)
+		return reject(ReasonKillSwitch, "the Secret has annotation %s: disabled; remove it to allow rotation", AnnotationRotation)
 	}
 	if j := st.journal; j != nil && j.Outcome == "" && now.Sub(j.Updated) < stale {
-		return refuse(ReasonInFlight, "rotation %s by %s is at step %s since %s", j.ID, j.Holder, j.Step, j.Updated.UTC().Format(time.RFC3339))
+		return reject(ReasonInFlight, "rotation %s by %s is at step %s since %s", j.ID, j.Holder, j.Step, j.Updated.UTC().Format(time.RFC3339))
 	}
 	if n := len(inHour(st.lastHour, now)); n >= t.MaxPerHour {
-		return refuse(ReasonRateLimit, "%d rotations in the last hour, max_per_hour is %d", n, t.MaxPerHour)
+		return reject(ReasonRateLimit, "%d rotations in the last hour, max_per_hour is %d", n, t.MaxPerHour)
 	}
 	if manual {
 		return nil
 	}
 	if j := st.journal; j != nil && j.Outcome == "" {
-		return refuse(ReasonUnfinished, "rotation %s stopped at step %s without an outcome; check it, then run authwatch rotate %s", j.ID, j.Step, t.Name)
+		return reject(ReasonUnfinished, "rotation %s stopped at step %s without an outcome; check it, then run authwatch rotate %s", j.ID, j.Step, t.Name)
 	}
 	if j := st.journal; j != nil && j.Outcome != OutcomeSucceeded {
-		return refuse(ReasonUnfinished, "rotation %s ended %s; a failed rotation is not retried automatically: run authwatch rotate %s", j.ID, j.Outcome, t.Name)
+		return reject(ReasonUnfinished, "rotation %s ended %s; a failed rotation is not retried automatically: run authwatch rotate %s", j.ID, j.Outcome, t.Name)
 	}
 	if !st.lastRotation.IsZero() && now.Sub(st.lastRotation) < t.Cooldown {
-		return refuse(ReasonCooldown, "last rotation at %s, cooldown is %s", st.lastRotation.UTC().Format(time.RFC3339), t.Cooldown)
+		return reject(ReasonCooldown, "last rotation at %s, cooldown is %s", st.lastRotation.UTC().Format(time.RFC3339), t.Cooldown)
 	}
 	if period, ok := periodic(st.history, now, t.CircuitBreaker); ok {
-		return refuse(ReasonCircuitOpen,
+		return reject(ReasonCircuitOpen,
 			"rotations recur every %s; the token lifetime is the cause: use a refresh flow or a long-lived service token, then run authwatch rotate %s",
 			period.Round(time.Second), t.Name)
 	}

@@ -117,7 +117,8 @@ func targetNames(c remediation.Config) string {
 	return s
 }
 
-// rotatorOptions are what the daemon and the rotate command share.
+// rotatorOptions is the rotator configuration that the daemon and the
+// rotate command share.
 type rotatorOptions struct {
 	log      *slog.Logger
 	reg      prometheus.Registerer

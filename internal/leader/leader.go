@@ -80,11 +80,11 @@ func (e *Elector) IsLeader() bool {
 }
 
 // Run campaigns for the Lease until ctx ends. While this replica leads,
-// lead runs with a context that ends when the leadership ends; when it is
-// lost, Run waits for lead to return and campaigns again. When ctx ends,
-// Run waits for lead to return before it releases the Lease, so no write
-// of lead can follow another replica's takeover. An error from lead
-// ends Run with that error.
+// lead runs with a context that ends when the leadership ends. When the
+// leadership is lost, Run waits for lead to return and campaigns again.
+// When ctx ends, Run waits for lead to return before it releases the
+// Lease, so no write of lead can follow another replica's takeover. An
+// error from lead ends Run with that error.
 func (e *Elector) Run(ctx context.Context, lead func(ctx context.Context) error) error {
 	for {
 		err := e.term(ctx, lead)
