@@ -52,13 +52,13 @@ func Mask(text []byte) []byte {
 	if containsAnyFold(out, "authorization") {
 		out = maskGroup(maskAuthHeader, out, 2)
 	}
-	if containsAnyFold(out, "bearer", "token", "basic") {
+	if hasSchemeCredential(out) {
 		out = maskGroup(maskScheme, out, 2)
 	}
 	if bytes.Contains(out, []byte("eyJ")) {
 		out = maskJWT.ReplaceAllLiteral(out, []byte(Masked))
 	}
-	if containsAnyFold(out, "token", "key", "secret", "passw", "pwd", "passphrase", "cookie", "sig") {
+	if hasSecretKey(out) {
 		out = maskGroup(maskKeyValue, out, 2)
 	}
 	if bytes.Contains(out, []byte("://")) && bytes.IndexByte(out, '@') >= 0 {
@@ -68,6 +68,70 @@ func Mask(text []byte) []byte {
 		out = maskVendor.ReplaceAllLiteral(out, []byte(Masked))
 	}
 	return out
+}
+
+// hasSchemeCredential reports whether "bearer", "token" or "basic" is
+// followed by spaces and 16 or more credential bytes, as maskScheme needs.
+func hasSchemeCredential(text []byte) bool {
+	for _, w := range [...]string{"bearer", "token", "basic"} {
+		for off := 0; ; {
+			i := indexFold(text[off:], []byte(w))
+			if i < 0 {
+				break
+			}
+			j := off + i + len(w)
+			off = j
+			k := j
+			for k < len(text) && (text[k] == ' ' || text[k] == '\t') {
+				k++
+			}
+			if k == j {
+				continue
+			}
+			n := 0
+			for k+n < len(text) && isCredentialByte(text[k+n]) {
+				n++
+			}
+			if n >= 16 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isCredentialByte(b byte) bool {
+	return isWordByte(b) || b == '.' || b == '~' || b == '+' || b == '/' || b == '=' || b == '-'
+}
+
+// secretKeyEnds are the endings of the key names in secretKeys and of the
+// header names that maskKeyValue knows.
+var secretKeyEnds = [...]string{"token", "key", "secret", "password", "passwd", "pwd", "passphrase", "cookie", "sig", "signature"}
+
+// hasSecretKey reports whether a key ending of secretKeyEnds is followed,
+// after an optional quote and spaces, by ":" or "=", as maskKeyValue
+// needs.
+func hasSecretKey(text []byte) bool {
+	for _, w := range secretKeyEnds {
+		for off := 0; ; {
+			i := indexFold(text[off:], []byte(w))
+			if i < 0 {
+				break
+			}
+			k := off + i + len(w)
+			off = k
+			if k < len(text) && (text[k] == '"' || text[k] == '\'') {
+				k++
+			}
+			for k < len(text) && text[k] == ' ' {
+				k++
+			}
+			if k < len(text) && (text[k] == ':' || text[k] == '=') {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 func containsAnyFold(text []byte, words ...string) bool {

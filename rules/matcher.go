@@ -177,7 +177,14 @@ func Compile(opts Options) (*Matcher, error) {
 			active = append(active, r)
 		}
 	}
-	slices.SortStableFunc(active, func(a, b Rule) int { return rank(b) - rank(a) })
+	slices.SortStableFunc(active, func(a, b Rule) int {
+		if d := rank(b) - rank(a); d != 0 {
+			return d
+		}
+		// At equal rank a user's rule wins over the default pack: it was
+		// written for the application at hand.
+		return boolInt(a.Origin == DefaultPackName) - boolInt(b.Origin == DefaultPackName)
+	})
 
 	m := &Matcher{}
 	for _, r := range active {
@@ -199,6 +206,13 @@ func Compile(opts Options) (*Matcher, error) {
 		}
 	}
 	return m, nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // rank orders rules: auth rules before plain errors, then by severity, then
@@ -398,7 +412,7 @@ func (m *Matcher) Rules() []Rule {
 // matches line, and returns the extended slice. It appends at most one
 // Match per line, so counting matches counts lines: auth rules rank before
 // error rules, higher severity before lower, token expiry before other
-// auth failures, then pack order. A line that no literal hits costs one
+// auth failures, then user packs before the default pack, then file order. A line that no literal hits costs one
 // pass of the prefilter and allocates nothing.
 //
 // The Match holds a copy of the line text, so the caller may reuse
@@ -433,9 +447,10 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 	sc := m.scratch.Get().(*scratch)
 	set, pats := sc.rules, sc.patterns
 	pf := m.pf
+	trans, class, firstOut := pf.trans, &pf.class, pf.firstOut
 	s := state
 	for {
-		if s >= pf.firstOut {
+		if s >= firstOut {
 			st := s / pf.nclass
 			for _, id := range pf.outIDs[pf.outStart[st]:pf.outStart[st+1]] {
 				pats[id>>6] |= 1 << (id & 63)
@@ -450,11 +465,19 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 				}
 			}
 		}
-		if end >= len(text) {
+		// Step to the next state with an output, or to the end.
+		found := false
+		for end < len(text) {
+			s = trans[s+int32(class[text[end]])]
+			end++
+			if s >= firstOut {
+				found = true
+				break
+			}
+		}
+		if !found {
 			break
 		}
-		s = pf.trans[s+int32(pf.class[text[end]])]
-		end++
 	}
 
 	done := false

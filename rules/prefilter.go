@@ -75,6 +75,9 @@ func newPrefilter(patterns [][]byte) *prefilter {
 	}
 
 	// Failure links by breadth-first search, completing the DFA as we go.
+	// bfs records the visiting order, so that shallow states, where a scan
+	// spends most of its time, end up next to each other in the table.
+	bfs := []int32{0}
 	queue := make([]int32, 0, len(nodes))
 	for c := range nc {
 		t := nodes[0].next[c]
@@ -88,6 +91,7 @@ func newPrefilter(patterns [][]byte) *prefilter {
 	for len(queue) > 0 {
 		s := queue[0]
 		queue = queue[1:]
+		bfs = append(bfs, s)
 		f := nodes[s].fail
 		nodes[s].out = append(nodes[s].out, nodes[f].out...)
 		for c := range nc {
@@ -101,17 +105,17 @@ func newPrefilter(patterns [][]byte) *prefilter {
 		}
 	}
 
-	// Renumber: states without outputs first.
+	// Renumber: states without outputs first, each group in BFS order.
 	order := make([]int32, 0, len(nodes))
-	for s := range nodes {
+	for _, s := range bfs {
 		if len(nodes[s].out) == 0 {
-			order = append(order, int32(s))
+			order = append(order, s)
 		}
 	}
 	p.firstOut = int32(len(order)) * p.nclass
-	for s := range nodes {
+	for _, s := range bfs {
 		if len(nodes[s].out) > 0 {
-			order = append(order, int32(s))
+			order = append(order, s)
 		}
 	}
 	newID := make([]int32, len(nodes))
@@ -135,10 +139,10 @@ func newPrefilter(patterns [][]byte) *prefilter {
 // in text, and the state reached there, or -1 when no pattern occurs.
 func (p *prefilter) first(text []byte) (int, int32) {
 	s := int32(0)
-	trans := p.trans
+	trans, class, firstOut := p.trans, &p.class, p.firstOut
 	for i, b := range text {
-		s = trans[s+int32(p.class[b])]
-		if s >= p.firstOut {
+		s = trans[s+int32(class[b])]
+		if s >= firstOut {
 			return i + 1, s
 		}
 	}

@@ -218,7 +218,9 @@ func runRuleTestFile(w io.Writer, path string) (int, error) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	dec.KnownFields(true)
 	if err := dec.Decode(&tf); err != nil && !errors.Is(err, io.EOF) {
-		return 0, fmt.Errorf("%s: %w", path, err)
+		msg := strings.TrimPrefix(err.Error(), "yaml: ")
+		msg = strings.TrimSpace(strings.TrimPrefix(msg, "unmarshal errors:\n"))
+		return 0, fmt.Errorf("%s: %s", path, msg)
 	}
 	if err := validateRuleTests(path, &tf); err != nil {
 		return 0, err
