@@ -31,6 +31,8 @@ type Options struct {
 	Backoff Backoff
 	// Now returns the current time; nil uses time.Now.
 	Now func() time.Time
+	// SlackTimeout bounds one Slack request; zero means 15s.
+	SlackTimeout time.Duration
 }
 
 // Dispatcher fans incident events out to the configured notifiers, each
@@ -41,6 +43,8 @@ type Dispatcher struct {
 	redactor *Redactor
 	backoff  Backoff
 	now      func() time.Time
+	// requestTimeout bounds one Slack request.
+	requestTimeout time.Duration
 	version  string
 	once     logOnce
 
@@ -93,6 +97,10 @@ func New(opts Options) (*Dispatcher, error) {
 	}
 	if d.now == nil {
 		d.now = time.Now
+	}
+	d.requestTimeout = opts.SlackTimeout
+	if d.requestTimeout <= 0 {
+		d.requestTimeout = 15 * time.Second
 	}
 	if d.version == "" {
 		d.version = "dev"

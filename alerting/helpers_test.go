@@ -71,17 +71,21 @@ func slackConfig(t *testing.T, srv *slacktest.Server) *SlackConfig {
 	}
 }
 
-func newHarness(t *testing.T, cfg Config) *harness {
+func newHarness(t *testing.T, cfg Config, edits ...func(*Options)) *harness {
 	t.Helper()
 	logs := &syncBuffer{}
 	reg := prometheus.NewPedanticRegistry()
-	d, err := New(Options{
+	opts := Options{
 		Config:     cfg,
 		Logger:     slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Registerer: reg,
 		Backoff:    Backoff{Min: 10 * time.Millisecond, Max: 100 * time.Millisecond},
 		Version:    "test",
-	})
+	}
+	for _, edit := range edits {
+		edit(&opts)
+	}
+	d, err := New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}

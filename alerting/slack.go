@@ -20,7 +20,6 @@ import (
 // errSlackTimeout is the cause of a Slack request that ran out of time.
 var errSlackTimeout = errors.New("slack request timed out")
 
-const slackRequestTimeout = 15 * time.Second
 
 type slackJobKind uint8
 
@@ -437,7 +436,7 @@ func (n *slackNotifier) finish(job slackJob, rendered *Thread, channelID, ts str
 // post sends one message. With edit set it updates the message ts in
 // channelID instead of posting.
 func (n *slackNotifier) post(ctx context.Context, ch, channelID, threadTS string, edit bool, ts string, msg message) (string, string, error) {
-	ctx, cancel := context.WithTimeoutCause(ctx, slackRequestTimeout, errSlackTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, n.d.requestTimeout, errSlackTimeout)
 	defer cancel()
 	if n.client == nil {
 		wm := &slack.WebhookMessage{Text: msg.Text}
@@ -567,7 +566,7 @@ func (n *slackNotifier) runAuthCheck(ctx context.Context) {
 }
 
 func (n *slackNotifier) checkAuth(ctx context.Context) {
-	ctx, cancel := context.WithTimeoutCause(ctx, slackRequestTimeout, errSlackTimeout)
+	ctx, cancel := context.WithTimeoutCause(ctx, n.d.requestTimeout, errSlackTimeout)
 	defer cancel()
 	resp, err := n.client.AuthTestContext(ctx)
 	if ctx.Err() != nil && errors.Is(context.Cause(ctx), context.Canceled) {

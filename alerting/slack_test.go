@@ -276,3 +276,21 @@ func TestSlackIncomingWebhookWrongURL(t *testing.T) {
 		t.Error("log contains the webhook URL secret")
 	}
 }
+
+func TestSlackTimeoutRetried(t *testing.T) {
+	srv := slacktest.New(testToken, testHookSecret, "alerts")
+	defer srv.Close()
+	// The stand-in holds the first post past the client's timeout and
+	// then fails it, so the retry is the only message.
+	srv.Inject("chat.postMessage", slacktest.Fault{Delay: 2 * time.Second, Status: 503})
+	h := newHarness(t, Config{Slack: slackConfig(t, srv)}, func(o *Options) { o.SlackTimeout = 300 * time.Millisecond })
+	h.start(t)
+	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0})
+	waitFor(t, "delivery after a timeout", 30*time.Second, func() bool { return len(srv.Messages()) == 1 })
+	waitFor(t, "timeout counted", 30*time.Second, func() bool {
+		return testutil.ToFloat64(h.d.metrics.failures.WithLabelValues("slack:#alerts", "timeout")) == 1
+	})
+	if got := testutil.ToFloat64(h.d.metrics.notifications.WithLabelValues("slack:#alerts", "failed")); got != 0 {
+		t.Errorf("failed = %v, want 0", got)
+	}
+}

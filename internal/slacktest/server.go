@@ -25,6 +25,10 @@ type Fault struct {
 	RetryAfter string
 	// Error, when set, makes the response {"ok": false, "error": Error}.
 	Error string
+	// Delay holds the response back this long, to provoke client
+	// timeouts; with no Status and no Error the request then gets its
+	// normal response.
+	Delay time.Duration
 }
 
 // Message is a message as the server stores it.
@@ -168,6 +172,17 @@ func (s *Server) begin(w http.ResponseWriter, r *http.Request, method string, be
 	if q := s.faults[method]; len(q) > 0 {
 		f := q[0]
 		s.faults[method] = q[1:]
+		if f.Delay > 0 {
+			s.mu.Unlock()
+			select {
+			case <-time.After(f.Delay):
+			case <-r.Context().Done():
+			}
+			s.mu.Lock()
+			if f.Status == 0 && f.Error == "" {
+				return r.Context().Err() == nil
+			}
+		}
 		if f.RetryAfter != "" {
 			w.Header().Set("Retry-After", f.RetryAfter)
 		}
