@@ -256,10 +256,12 @@ func applyDeployRBAC(t *testing.T) string {
 	t.Helper()
 	ctx := t.Context()
 	base := filepath.Join("..", "deploy", "kustomize", "base")
-	if _, err := cluster.Kubectl(ctx, "apply", "-f", filepath.Join(base, "namespace.yaml")); err != nil {
+	// CreateNamespace first: an earlier test may have deleted the
+	// namespace, and nothing can be applied in it until it is gone.
+	if err := cluster.CreateNamespace(ctx, "authwatch"); err != nil {
 		t.Fatal(err)
 	}
-	if err := cluster.CreateNamespace(ctx, "authwatch"); err != nil {
+	if _, err := cluster.Kubectl(ctx, "apply", "-f", filepath.Join(base, "namespace.yaml")); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range []string{"serviceaccount.yaml", "rbac-self.yaml", "rbac-watch.yaml"} {

@@ -225,3 +225,41 @@ func firstBytes(b []byte, n int) string {
 	}
 	return string(b)
 }
+
+func TestHarnessNamespaceReuse(t *testing.T) {
+	ctx := t.Context()
+	client := cluster.Client()
+	if err := cluster.CreateNamespace(ctx, "reuse"); err != nil {
+		t.Fatal(err)
+	}
+	d := scriptDeployment("reuse", "ticker", 1, nil, `emit count=0 every=100ms text="tick {seq}"`)
+	if _, err := client.AppsV1().Deployments("reuse").Create(ctx, d, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cluster.RunningPods(ctx, "reuse", "app=ticker", 1, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	if err := client.CoreV1().Namespaces().Delete(ctx, "reuse", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := cluster.CreateNamespace(ctx, "reuse"); err != nil {
+		t.Fatal(err)
+	}
+	ns, err := client.CoreV1().Namespaces().Get(ctx, "reuse", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ns.DeletionTimestamp != nil {
+		t.Errorf("namespace reuse is still being deleted after CreateNamespace returned")
+	}
+	list, err := client.AppsV1().Deployments("reuse").List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Items) != 0 {
+		t.Errorf("recreated namespace holds %d Deployments of the deleted one", len(list.Items))
+	}
+	if err := client.CoreV1().Namespaces().Delete(ctx, "reuse", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}

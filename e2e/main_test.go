@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 	"github.com/authwatch/authwatch/e2e/harness"
 	"github.com/authwatch/authwatch/e2e/nodeagent"
 )
@@ -70,12 +72,19 @@ func runTests(m *testing.M) int {
 	return code
 }
 
-// newNamespace creates a namespace named after the test and returns its
-// name.
+// newNamespace creates a namespace for the test and returns its name.
+// The namespace is deleted when the test ends, which stops its pods, so
+// that endless scripts do not load the tests after it.
 func newNamespace(t *testing.T, name string) string {
 	t.Helper()
 	if err := cluster.CreateNamespace(t.Context(), name); err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		err := cluster.Client().CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+		if err != nil {
+			t.Errorf("delete namespace %s: %v", name, err)
+		}
+	})
 	return name
 }

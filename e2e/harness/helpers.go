@@ -54,12 +54,30 @@ var ErrStopWaiting = errors.New("condition cannot be met")
 
 // CreateNamespace creates a namespace and waits until the controllers have
 // created its default ServiceAccount, without which the API server rejects
-// pods.
+// pods. An existing namespace is kept, unless it is being deleted: then
+// CreateNamespace waits until it is gone and creates it again, so that
+// tests may reuse a name that an earlier test deleted.
 func (c *Cluster) CreateNamespace(ctx context.Context, name string) error {
 	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}
-	_, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
-	if err != nil && !apierrors.IsAlreadyExists(err) {
-		return fmt.Errorf("harness: create namespace %s: %w", name, err)
+	err := WaitFor(ctx, 2*time.Minute, "namespace "+name+" created", func(ctx context.Context) (bool, error) {
+		_, err := c.client.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{})
+		if err == nil {
+			return true, nil
+		}
+		if !apierrors.IsAlreadyExists(err) {
+			return false, err
+		}
+		cur, err := c.client.CoreV1().Namespaces().Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		if cur.DeletionTimestamp == nil {
+			return true, nil
+		}
+		return false, fmt.Errorf("namespace %s is still being deleted", name)
+	})
+	if err != nil {
+		return err
 	}
 	return c.waitServiceAccount(ctx, name, "default")
 }
