@@ -150,8 +150,9 @@ func newSlackNotifier(d *Dispatcher, cfg SlackConfig, httpClient *http.Client, r
 		for _, r := range cfg.Routes {
 			n.addQueue(r.Channel)
 		}
-		// Readiness fails until the first auth.test passes.
-		n.authErr = errors.New("slack: credentials not checked yet")
+		// Readiness reflects the last auth.test. Before the first one it
+		// passes, so that a standby replica, which never runs the check,
+		// stays ready.
 	} else {
 		hook, err := loadSecret("alerting.slack", "webhook_url", cfg.WebhookURLFile, cfg.WebhookURLEnv)
 		if err != nil {

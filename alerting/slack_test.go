@@ -218,8 +218,8 @@ func TestSlackAuthCheckFeedsReadiness(t *testing.T) {
 	cfg := slackConfig(t, srv)
 	cfg.AuthCheckInterval = 20 * time.Millisecond
 	h := newHarness(t, Config{Slack: cfg})
-	if err := h.d.Ready(); err == nil {
-		t.Error("Ready() = nil before the first check")
+	if err := h.d.Ready(); err != nil {
+		t.Errorf("Ready() = %v before the first check, want nil so standbys stay ready", err)
 	}
 	h.start(t)
 	waitFor(t, "failed check", 30*time.Second, func() bool { return srv.Calls("auth.test") >= 2 })
