@@ -146,7 +146,7 @@ func newID(k Key, t time.Time) string {
 	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
-// Transition is what happened to an incident.
+// Transition is a change in an incident's state, or new matches in it.
 type Transition uint8
 
 // Transitions. Opened means firing for the first time (after any pending

@@ -1,8 +1,8 @@
-// Package incident turns rule matches into incidents: it applies policies
-// (which matches count, how many within which window, how long a pending
-// incident waits, how long a quiet incident stays open), keeps one open
-// incident per (policy, namespace, workload), and folds storms of incidents
-// into one summary. The package is pure: it does no I/O, starts no
+// Package incident turns rule matches into incidents. Policies set which
+// matches count, how many within which window open an incident, how long
+// a pending incident waits and how long a quiet incident stays open. The
+// engine keeps one open incident per (policy, namespace, workload) and
+// folds storms of incidents into one summary. The package is pure: it does no I/O, starts no
 // goroutines and takes the current time as an argument.
 package incident
 
@@ -34,7 +34,7 @@ type Selector struct {
 	Workloads []string `yaml:"workloads"`
 }
 
-// Policy says when matches become an incident.
+// Policy is a rule for when matches become an incident.
 type Policy struct {
 	// Name identifies the policy in incident keys, metrics, alerts and
 	// remediation targets. Reload keeps incidents of a policy by its name.

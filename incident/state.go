@@ -102,10 +102,10 @@ func restore(st SavedTrack, p *Policy) *track {
 }
 
 // Compact returns a smaller copy of s for a checkpoint that would
-// otherwise be too large: without sample text, without candidates that
-// have not met their threshold, and with at most threshold match times
-// per incident, which is all that deciding to open needs. Restored
-// incidents then show empty samples until their next match.
+// otherwise be too large. The copy has no sample text and no candidates
+// below their threshold. It keeps at most threshold match times per
+// incident, because deciding to open needs no more. Restored incidents
+// then show empty samples until their next match.
 func (s Snapshot) Compact() Snapshot {
 	c := Snapshot{Version: s.Version, Fires: s.Fires}
 	for _, st := range s.Tracks {

@@ -1,8 +1,8 @@
 // Package slacktest runs a local HTTP server that behaves like the parts
-// of the Slack Web API that authwatch uses: auth.test, chat.postMessage
-// and chat.update with threads, incoming webhooks, the Block Kit limits
-// (rejected with invalid_blocks), per-channel rate limits and injected
-// faults. It is for tests only.
+// of the Slack Web API that authwatch uses. It serves auth.test,
+// chat.postMessage and chat.update with threads, and incoming webhooks.
+// It enforces the Block Kit limits (rejecting with invalid_blocks) and
+// per-channel rate limits, and injects faults. It is for tests only.
 package slacktest
 
 import (
@@ -95,15 +95,15 @@ func (s *Server) APIURL() string { return s.URL + "/api/" }
 func (s *Server) WebhookURL() string { return s.URL + s.HookPath }
 
 // Inject queues faults for method ("chat.postMessage", "chat.update",
-// "auth.test" or "webhook"), answered in order before normal service
-// resumes.
+// "auth.test" or "webhook"), used in order for the next requests before
+// normal service resumes.
 func (s *Server) Inject(method string, faults ...Fault) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.faults[method] = append(s.faults[method], faults...)
 }
 
-// SetBurst makes the server answer 429 with Retry-After: 1 to more than n
+// SetBurst makes the server reply 429 with Retry-After: 1 to more than n
 // posts per channel within one second, as Slack does for bursts.
 func (s *Server) SetBurst(n int) {
 	s.mu.Lock()
@@ -137,7 +137,7 @@ func (s *Server) Calls(method string) int {
 	return s.calls[method]
 }
 
-// InvalidBlocks returns how many requests were answered invalid_blocks.
+// InvalidBlocks returns how many requests were rejected with invalid_blocks.
 func (s *Server) InvalidBlocks() int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
