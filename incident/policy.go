@@ -2,8 +2,9 @@
 // matches count, how many within which window open an incident, how long
 // a pending incident waits and how long a quiet incident stays open. The
 // engine keeps one open incident per (policy, namespace, workload) and
-// folds storms of incidents into one summary. The package is pure: it does no I/O, starts no
-// goroutines and takes the current time as an argument.
+// folds storms of incidents into one summary. The package is pure: it
+// does no I/O, starts no goroutines and takes the current time as an
+// argument.
 package incident
 
 import (
