@@ -80,9 +80,23 @@ func TestDeployRBACExactlyEnough(t *testing.T) {
 	if checkpoint == "" {
 		t.Fatal("the Deployment does not name its checkpoint ConfigMap with --checkpoint-configmap")
 	}
-	// Each run starts without a checkpoint, so that it has to create one.
-	deleteCheckpoint := func(t *testing.T) {
+	lease := ""
+	for _, a := range deployment.Spec.Template.Spec.Containers[0].Args {
+		if v, ok := strings.CutPrefix(a, "--leader-election-lease="); ok {
+			lease = v
+		}
+	}
+	// Each run starts without a checkpoint and without a Lease, so that
+	// it has to create both.
+	deleteRuntimeObjects := func(t *testing.T) {
 		err := client.CoreV1().ConfigMaps(ns).Delete(ctx, checkpoint, metav1.DeleteOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			t.Fatal(err)
+		}
+		if lease == "" {
+			return
+		}
+		err = client.CoordinationV1().Leases(ns).Delete(ctx, lease, metav1.DeleteOptions{})
 		if err != nil && !apierrors.IsNotFound(err) {
 			t.Fatal(err)
 		}
@@ -92,7 +106,7 @@ func TestDeployRBACExactlyEnough(t *testing.T) {
 	const fastCheckpoint = "--checkpoint-interval=1s"
 
 	t.Run("all granted", func(t *testing.T) {
-		deleteCheckpoint(t)
+		deleteRuntimeObjects(t)
 		r := runAsDeployment(t, &deployment, config, kubeconfig, nil, fastCheckpoint)
 		err := harness.WaitFor(ctx, time.Minute, "authwatch /readyz", func(ctx context.Context) (bool, error) {
 			if !r.running() {
@@ -138,7 +152,7 @@ func TestDeployRBACExactlyEnough(t *testing.T) {
 							waitAccess(t, subject, role.Namespace, rule.APIGroups[0], resource, verb, rule.ResourceNames, true)
 						})
 						waitAccess(t, subject, role.Namespace, rule.APIGroups[0], resource, verb, rule.ResourceNames, false)
-						deleteCheckpoint(t)
+						deleteRuntimeObjects(t)
 
 						var env []string
 						if resource == "pods" && verb == "list" {
@@ -159,6 +173,12 @@ func TestDeployRBACExactlyEnough(t *testing.T) {
 						})
 						if err != nil {
 							t.Fatal(err)
+						}
+						for _, line := range strings.Split(strings.ReplaceAll(r.output(), `\"`, `"`), "\n") {
+							if strings.Contains(line, want) {
+								t.Logf("authwatch reported: %s", line)
+								break
+							}
 						}
 						r.stop()
 					})
