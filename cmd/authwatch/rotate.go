@@ -15,6 +15,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	appsv1 "k8s.io/api/apps/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
@@ -22,6 +24,7 @@ import (
 	"github.com/authwatch/authwatch/internal/leader"
 	"github.com/authwatch/authwatch/remediation"
 	"github.com/authwatch/authwatch/rules"
+	"github.com/authwatch/authwatch/watcher"
 )
 
 func newRotateCmd() *cobra.Command {
@@ -95,7 +98,17 @@ func rotate(ctx context.Context, stdout, stderr io.Writer, f *runFlags, target s
 		}
 		return nil
 	}
+	// The daemon feeds verification from its log streams; by hand, a
+	// watcher of the restarted workloads does.
+	stopWatch := func() {}
+	if t, _ := cfg.Remediation.Target(target); !dryRun && !t.IsDryRun() {
+		stopWatch, err = watchRestarted(ctx, log, client, cfg, target, rot)
+		if err != nil {
+			return &exitError{code: 1, err: err}
+		}
+	}
 	res := rot.Rotate(ctx, remediation.Trigger{Target: target, Manual: true, DryRun: dryRun})
+	stopWatch()
 	switch res.Outcome {
 	case remediation.OutcomeSucceeded, remediation.OutcomeDryRun:
 		return nil
@@ -288,4 +301,83 @@ func leaderChecker(el *leader.Elector) remediation.LeaderChecker {
 		return nil
 	}
 	return el
+}
+
+// watchRestarted follows the logs of the target's workloads and passes
+// every match to the rotator, so that a manual rotation verifies the new
+// pods as the daemon does. The returned function stops the watchers and
+// waits for them.
+func watchRestarted(ctx context.Context, log *slog.Logger, client kubernetes.Interface, cfg config, target string, rot *remediation.Rotator) (func(), error) {
+	t, _ := cfg.Remediation.Target(target)
+	matcher, err := compileRules(cfg.Rules)
+	if err != nil {
+		return nil, err
+	}
+	handler := watcher.HandlerFunc(func(line *rules.Line) {
+		for _, m := range matcher.Match(line, nil) {
+			rot.HandleMatch(&m)
+		}
+	})
+
+	wctx, cancel := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	stop := func() {
+		cancel()
+		wg.Wait()
+	}
+	for _, ref := range t.Restart {
+		selector, err := workloadSelector(ctx, client, t.Secret.Namespace, ref)
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		wc := watcher.DefaultConfig()
+		wc.Namespaces = []string{t.Secret.Namespace}
+		wc.Selector = selector
+		wc.Since = watcher.Duration(time.Second)
+		w, err := watcher.New(watcher.Options{
+			Logger: log, Registerer: prometheus.NewRegistry(), Client: client, Handler: handler, Config: wc,
+		})
+		if err != nil {
+			stop()
+			return nil, err
+		}
+		wg.Go(func() {
+			if err := w.Run(wctx); err != nil && wctx.Err() == nil {
+				log.Warn("log watcher for verification stopped", "workload", ref.String(), "err", err)
+			}
+		})
+	}
+	return stop, nil
+}
+
+// workloadSelector returns the label selector of a workload's pods.
+func workloadSelector(ctx context.Context, client kubernetes.Interface, namespace string, ref remediation.WorkloadRef) (string, error) {
+	var sel *metav1.LabelSelector
+	var err error
+	apps := client.AppsV1()
+	switch ref.Kind {
+	case "Deployment":
+		var d *appsv1.Deployment
+		if d, err = apps.Deployments(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil {
+			sel = d.Spec.Selector
+		}
+	case "StatefulSet":
+		var s *appsv1.StatefulSet
+		if s, err = apps.StatefulSets(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil {
+			sel = s.Spec.Selector
+		}
+	case "DaemonSet":
+		var d *appsv1.DaemonSet
+		if d, err = apps.DaemonSets(namespace).Get(ctx, ref.Name, metav1.GetOptions{}); err == nil {
+			sel = d.Spec.Selector
+		}
+	}
+	if err != nil {
+		return "", fmt.Errorf("read %s in %s: %w", ref, namespace, err)
+	}
+	if sel == nil {
+		return "", fmt.Errorf("%s in %s has no pod selector", ref, namespace)
+	}
+	return metav1.FormatLabelSelector(sel), nil
 }
