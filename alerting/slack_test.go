@@ -294,3 +294,30 @@ func TestSlackTimeoutRetried(t *testing.T) {
 		t.Errorf("failed = %v, want 0", got)
 	}
 }
+
+func TestSlackRoutesByNamespaceAndWorkload(t *testing.T) {
+	srv := slacktest.New(testToken, testHookSecret, "alerts", "payments", "web")
+	defer srv.Close()
+	cfg := slackConfig(t, srv)
+	cfg.Routes = []Route{
+		{Match: Matcher{Namespaces: []string{"payments"}}, Channel: "#payments"},
+		{Match: Matcher{Workloads: []string{"Deployment/web-*"}}, Channel: "web"},
+	}
+	h := newHarness(t, Config{Slack: cfg})
+	h.start(t)
+	h.d.Notify(
+		incident.Event{Transition: incident.Opened, Incident: sampleIncident("payments", "Deployment/pay", 5), Time: t0},
+		incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/web-v2", 5), Time: t0},
+		incident.Event{Transition: incident.Opened, Incident: sampleIncident("shop", "Deployment/api", 5), Time: t0},
+	)
+	waitFor(t, "three parents", 30*time.Second, func() bool { return len(srv.Messages()) == 3 })
+	got := map[string]string{}
+	for _, m := range srv.Messages() {
+		got[m.Channel] = m.Text
+	}
+	for ch, workload := range map[string]string{"C0001": "shop/Deployment/api", "C0002": "payments/Deployment/pay", "C0003": "shop/Deployment/web-v2"} {
+		if !strings.Contains(got[ch], workload) {
+			t.Errorf("channel %s got %q, want the %s incident", ch, got[ch], workload)
+		}
+	}
+}
