@@ -7,7 +7,7 @@ BIN := bin
 KUBE_CACHE ?= $(HOME)/.cache/authwatch
 FUZZTIME ?= 15s
 
-.PHONY: all build test test-unit test-e2e fuzz demo kube-bins bench-scan clean lint-deploy deploy-sync
+.PHONY: all build test test-unit test-e2e fuzz demo kube-bins bench-scan bench-watch clean lint-deploy deploy-sync
 
 all: build
 
@@ -47,6 +47,9 @@ demo: kube-bins build
 
 bench-scan: build
 	./bench/scan.sh
+
+bench-watch: build
+	./bench/watch.sh
 
 # Helm is a Go tool of the separate module in tools/, so that its
 # dependencies never enter the main go.mod.

@@ -34,8 +34,16 @@ type lineReader struct {
 // numeric zone, plus the separating space.
 const maxTimestampLen = 36
 
+// readBufferSize is the read buffer of each stream; longer lines are
+// assembled in lineReader.buf.
+const readBufferSize = 16 << 10
+
+// keepBufferSize bounds the line buffer kept between lines, so that one
+// huge line does not pin its memory for the life of the stream.
+const keepBufferSize = 64 << 10
+
 func newLineReader(r io.Reader, max int) *lineReader {
-	return &lineReader{br: bufio.NewReaderSize(r, 64<<10), max: max}
+	return &lineReader{br: bufio.NewReaderSize(r, readBufferSize), max: max}
 }
 
 // next returns the next line. At the end of the stream it returns io.EOF,
@@ -43,6 +51,9 @@ func newLineReader(r io.Reader, max int) *lineReader {
 // partial line when the stream ended cleanly, and are discarded when it
 // failed.
 func (r *lineReader) next(l *rawLine) error {
+	if cap(r.buf) > keepBufferSize {
+		r.buf = nil
+	}
 	r.buf = r.buf[:0]
 	*l = rawLine{}
 	limit := r.max + maxTimestampLen

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 
 	"github.com/authwatch/authwatch/internal/checkpoint"
 	"github.com/authwatch/authwatch/internal/httpserver"
@@ -216,6 +217,8 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	// client-go logs through klog; send it to the same handler.
+	klog.SetSlogLogger(log.With("component", "client-go"))
 	cfg, err := loadConfig(f.configFile)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
