@@ -267,3 +267,24 @@ func TestRuleTestCoverage(t *testing.T) {
 		}
 	}
 }
+
+func TestChartRejectsInvalidValues(t *testing.T) {
+	helm := requireTool(t, filepath.Join(repoRoot, "bin/helm"))
+	cases := []struct{ set, want string }{
+		{"watch.namspaces={a}", "additional properties 'namspaces' not allowed"},
+		{"rotation.targets[0].name=api", "missing property 'secret'"},
+		{"logFormat=yaml", "/logFormat"},
+		{"replicaCount=2,leaderElection.enabled=false", "replicaCount above 1 needs leaderElection.enabled"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.set, func(t *testing.T) {
+			out, err := exec.Command(helm, "template", "authwatch", filepath.Join(repoRoot, "deploy/helm/authwatch"), "--set", tc.set).CombinedOutput()
+			if err == nil {
+				t.Fatalf("helm template accepted --set %s", tc.set)
+			}
+			if !strings.Contains(string(out), tc.want) {
+				t.Errorf("output does not contain %q:\n%s", tc.want, out)
+			}
+		})
+	}
+}
