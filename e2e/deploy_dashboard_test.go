@@ -31,10 +31,9 @@ import (
 
 // TestDeployDashboardPanelsHaveData runs authwatch with the chart's
 // container arguments, a watched workload that fails authentication, a
-// webhook and a rotation target, has Debian's Prometheus scrape it, and
-// checks that every query of the Grafana dashboard returns data, with the
-// dashboard's variables replaced as Grafana replaces them when All is
-// selected.
+// webhook and a rotation target, and has Debian's Prometheus scrape it.
+// Every query of the Grafana dashboard must then return data, with the
+// dashboard's variables replaced as Grafana replaces them for All.
 func TestDeployDashboardPanelsHaveData(t *testing.T) {
 	ctx := t.Context()
 	ns := newNamespace(t, "deploy-dashboard")
@@ -128,7 +127,7 @@ remediation:
 			}
 		})
 	}
-	// A few panels checked for their values, not only for data.
+	// Check the values of a few panels too, not only that they have data.
 	for _, c := range []struct {
 		title    string
 		min, max float64
@@ -199,6 +198,7 @@ func readDashboard(t *testing.T) dashboardQueries {
 	if err := json.Unmarshal(data, &d); err != nil {
 		t.Fatal(err)
 	}
+
 	var out dashboardQueries
 	var walk func([]json.RawMessage)
 	walk = func(raw []json.RawMessage) {
@@ -214,6 +214,7 @@ func readDashboard(t *testing.T) dashboardQueries {
 		}
 	}
 	walk(d.Panels)
+
 	for _, v := range d.Templating.List {
 		if v.Type != "query" {
 			continue

@@ -143,8 +143,8 @@ type deployedRun struct {
 
 // runAsDeployment starts authwatch with the container args of deployment,
 // the configuration of its ConfigMap written to a file, and the given
-// kubeconfig in place of the in-cluster one; env adds to the environment.
-// It returns at once; the process is stopped when the test ends.
+// kubeconfig in place of the in-cluster one. env adds to the environment.
+// It returns at once, and the process is stopped when the test ends.
 func runAsDeployment(t *testing.T, deployment *appsv1.Deployment, config *corev1.ConfigMap, kubeconfig string, env []string, extraArgs ...string) *deployedRun {
 	t.Helper()
 	configFile := filepath.Join(t.TempDir(), "config.yaml")

@@ -77,10 +77,10 @@ type datasourceRef struct {
 
 var metricName = regexp.MustCompile(`\b(authwatch_[a-z_]+)\b`)
 
-// checkDashboard checks that the dashboard imports into any Grafana: its
-// data source is a variable, never a fixed UID; it has namespace and
-// workload variables that the workload queries follow; every query names
-// known metrics and parses as PromQL (checked by promtool).
+// checkDashboard checks that the dashboard imports into any Grafana. Its
+// data source must be a variable, never a fixed UID, and its namespace and
+// workload variables must exist and filter the workload queries. Every
+// query must name known metrics and parse as PromQL, which promtool checks.
 func checkDashboard(path, promtool string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {

@@ -1,8 +1,8 @@
-// Command deploycheck checks the manifests under deploy/ without a cluster:
-// it builds the kustomize overlays, renders the Helm chart, decodes every
-// object strictly into its Kubernetes type, and checks the security
-// settings, the RBAC against the configuration it serves, the dashboard
-// and the alerting rules. `make lint-deploy` runs it.
+// Command deploycheck checks the manifests under deploy/ without a cluster.
+// It builds the kustomize overlays, renders the Helm chart and decodes
+// every object strictly into its Kubernetes type. Then it checks the
+// security settings, the RBAC against the configuration it serves, the
+// dashboard and the alerting rules. `make lint-deploy` runs it.
 package main
 
 import (

@@ -19,7 +19,7 @@ import (
 
 // Manifests holds the decoded objects of one rendering, by kind.
 type Manifests struct {
-	Source          string // what was rendered, for messages
+	Source          string // name of the rendering, for messages
 	Namespaces      []*corev1.Namespace
 	ServiceAccounts []*corev1.ServiceAccount
 	ConfigMaps      []*corev1.ConfigMap

@@ -34,8 +34,8 @@ type Rule struct {
 	Annotations map[string]string `json:"annotations,omitempty"`
 }
 
-// ruleTests is the part of a promtool test file that says which alerts
-// are expected at which time.
+// ruleTests is the part of a promtool test file that lists the alerts
+// expected at each evaluation time.
 type ruleTests struct {
 	Tests []struct {
 		Name          string `json:"name"`
@@ -64,9 +64,9 @@ func readRuleFile(path string) (*RuleFile, error) {
 
 // checkRules checks that the chart's copy of the rule file and the
 // PrometheusRule form hold exactly the rules of deploy/prometheus/rules.yaml,
-// that the chart's dashboard is the same file as deploy/grafana's, and that
-// the promtool tests have, for every alert, a case where it fires and a
-// case where it does not.
+// and that the chart's dashboard is the same file as deploy/grafana's. It
+// also checks that the promtool tests have, for every alert, a case where
+// it fires and a case where it does not.
 func checkRules(root string, rendered []*PrometheusRule) error {
 	var errs []error
 	promDir := filepath.Join(root, "deploy/prometheus")

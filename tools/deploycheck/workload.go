@@ -10,10 +10,10 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 )
 
-// checkWorkloads checks that each Deployment runs as the restricted Pod
+// checkWorkloads checks that the Deployment runs as the restricted Pod
 // Security Standard requires, bounds its resources, probes /healthz and
 // /readyz, takes secrets as mounted files, and refers only to objects
-// that the same manifests create; and that each Service and
+// that the same manifests create. It also checks that each Service and
 // ServiceMonitor selects it.
 func checkWorkloads(m *Manifests) error {
 	var errs []error
