@@ -30,9 +30,13 @@ mkdir -p "$dir"
 go build -o "$dir/standin" ./bench/standin
 
 pids=()
+# cleanup stops authwatch before the stand-in, so that its final
+# checkpoint write still reaches the API.
 cleanup() {
-	for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-	wait 2>/dev/null || true
+	for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+		kill "${pids[i]}" 2>/dev/null || true
+		wait "${pids[i]}" 2>/dev/null || true
+	done
 }
 trap cleanup EXIT
 
