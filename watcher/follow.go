@@ -92,18 +92,27 @@ func (w *Watcher) follow(ctx context.Context, s *stream) {
 	podKey := s.source.Namespace + "/" + s.source.Pod
 	backoff := time.Duration(0)
 	var lastErr string
+	prevMode, prevReason := modeGone, ""
 	for attempt := 0; ; attempt++ {
 		pod := w.getPod(podKey)
 		if pod != nil && pod.UID != s.key.podUID {
 			pod = nil
 		}
 		mode := resolve(pod, s.key.container, s.key.containerID)
+		if prevReason != "" {
+			// The end of a followed stream is counted once its cause is
+			// known: a restart of the container, or the stream's own end.
+			if prevMode == modeFollow && mode == modePrevious {
+				prevReason = reasonRestart
+			}
+			w.m.reconnects.WithLabelValues(prevReason).Inc()
+		}
 		if mode == modeGone {
 			w.finish(s, log, "instance gone")
 			return
 		}
-		setState(stateQueued)
-		if err := w.slots.acquire(ctx, s.source.Node, nil); err != nil {
+		setState(stateConnecting)
+		if err := w.slots.acquire(ctx, s.source.Node, func() { setState(stateQueued) }); err != nil {
 			return
 		}
 		setState(stateConnecting)
@@ -117,11 +126,12 @@ func (w *Watcher) follow(ctx context.Context, s *stream) {
 			w.finish(s, log, "read to the end")
 			return
 		}
+		prevMode, prevReason = mode, out.reason
 		if out.reason == reasonTimeSlice {
+			prevReason = ""
 			log.Debug("stream yielded its slot")
 			continue
 		}
-		w.m.reconnects.WithLabelValues(out.reason).Inc()
 		// A quiet stream that stalled or aged out is not failing.
 		if out.delivered > 0 || out.reason == reasonMaxAge || out.reason == reasonStall || (out.eof && attempt == 0) {
 			backoff = 0

@@ -39,6 +39,9 @@ func TestContainerRestartReadsPrevious(t *testing.T) {
 	if got := e.metric("authwatch_streams_finished_total"); got != 1 {
 		t.Errorf("streams finished = %v, want 1 (the old instance)", got)
 	}
+	if got := e.metric("authwatch_stream_reconnects_total", "reason", "container_restart"); got != 1 {
+		t.Errorf("reconnects{reason=container_restart} = %v, want 1", got)
+	}
 	if got := e.metric("authwatch_streams", "state", "streaming"); got != 1 {
 		t.Errorf("streams{state=streaming} = %v, want 1", got)
 	}
