@@ -90,7 +90,7 @@ func TestRotationByHand(t *testing.T) {
 
 	// A source that returns a token the API rejects: the new pods keep
 	// failing, and the verification, fed by the command's own log
-	// watcher, says so.
+	// watcher, reports it.
 	rejected := good[:len(good)-4] + "BBBB"
 	config = rotationConfig(t, ns, false, "        command: {command: [/bin/echo, "+rejected+"]}", "")
 	out, errOut, code = rotateCLI(t, rotTarget, "--config="+config)
