@@ -10,6 +10,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
+	sigsyaml "sigs.k8s.io/yaml"
 )
 
 // deployKustomizations are the folders users apply with `kubectl apply -k`.
@@ -105,6 +106,32 @@ func TestDeployConfigsValidate(t *testing.T) {
 		out, err := execOutput(repoBinary(t, "authwatch"), "config", "validate", file)
 		if err != nil {
 			t.Fatalf("authwatch config validate: %v\n%s\nconfig.yaml:\n%s", err, out, cm.Data["config.yaml"])
+		}
+
+		// config validate does not read rule files: compile the rules
+		// ConfigMap, if any, with the ids the configuration disables.
+		var cfg struct {
+			Rules struct {
+				Disable []string `json:"disable"`
+			} `json:"rules"`
+		}
+		if err := sigsyaml.Unmarshal([]byte(cm.Data["config.yaml"]), &cfg); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{"rules", "list", "--disable=" + strings.Join(cfg.Rules.Disable, ",")}
+		for _, d := range docs {
+			var rules corev1.ConfigMap
+			if d.Kind != "ConfigMap" || sigsyaml.Unmarshal(d.Raw, &rules) != nil || rules.Data["rules.yaml"] == "" {
+				continue
+			}
+			path := filepath.Join(t.TempDir(), "rules.yaml")
+			if err := os.WriteFile(path, []byte(rules.Data["rules.yaml"]), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			args = append(args, "--rules="+path)
+		}
+		if out, err := execOutput(repoBinary(t, "authwatch"), args...); err != nil {
+			t.Fatalf("authwatch %v: %v\n%s", args, err, out)
 		}
 	}
 	for _, dir := range deployKustomizations {
