@@ -250,12 +250,14 @@ func (r *Rotator) staleAfter(t *Target) time.Duration {
 }
 
 // mayWrite returns an error unless this replica may write now.
+// The leader check comes first because losing the Lease also cancels
+// ctx in the daemon, and the outcome should name the cause.
 func (r *Rotator) mayWrite(ctx context.Context) error {
-	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("remediation: rotation interrupted: %w", err)
-	}
 	if r.leader != nil && !r.leader.IsLeader() {
 		return errLeaseLost
+	}
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("remediation: rotation interrupted: %w", err)
 	}
 	return nil
 }

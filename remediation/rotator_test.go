@@ -654,3 +654,71 @@ func (r *recordingReporter) finalOrNil() *Report {
 	}
 	return nil
 }
+
+func TestRotateVolumeMountSkipsRestart(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		target := testTargetConfig()
+		target.VolumeSyncWait = 20 * time.Second
+		d := testDeployment()
+		d.Spec.Template.Spec.Containers[0].Env = nil
+		d.Spec.Template.Spec.Containers[0].VolumeMounts = []corev1.VolumeMount{{Name: "tok", MountPath: "/var/run/tok"}}
+		d.Spec.Template.Spec.Volumes = []corev1.Volume{{Name: "tok", VolumeSource: corev1.VolumeSource{
+			Secret: &corev1.SecretVolumeSource{SecretName: testSecret},
+		}}}
+		h := newHarness(t, target, testSecretObject("old", nil), d)
+		h.source.token = "new-opaque-token"
+
+		start := time.Now()
+		res := h.rot.Rotate(t.Context(), automatic())
+		if res.Outcome != OutcomeSucceeded {
+			t.Fatalf("outcome = %s at %s (%v), want succeeded", res.Outcome, res.Step, res.Err)
+		}
+		for _, w := range writes(h.cs) {
+			if strings.Contains(w, "deployments") {
+				t.Errorf("restarted a workload that reads the key from a volume: %s", w)
+			}
+		}
+		if took := time.Since(start); took < target.VolumeSyncWait+target.VerifyWindow {
+			t.Errorf("rotation took %s, want at least volume_sync_wait + verify_window = %s", took, target.VolumeSyncWait+target.VerifyWindow)
+		}
+		skipped := false
+		for _, rep := range h.reporter.reports {
+			if rep.Step == StepRestart && rep.State == StateSkipped && strings.Contains(rep.Message, "volume mount: no restart") {
+				skipped = true
+			}
+		}
+		if !skipped {
+			t.Error("no report that the restart was skipped for the volume mount")
+		}
+	})
+}
+
+func TestRolloutStatusOtherKinds(t *testing.T) {
+	two := int32(2)
+	tests := []struct {
+		name string
+		got  rolloutStatus
+		done bool
+		wait string
+	}{
+		{name: "statefulset updating", got: statefulSetStatus(&appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{Replicas: &two},
+			Status: appsv1.StatefulSetStatus{UpdatedReplicas: 1, ReadyReplicas: 2}}), wait: "1 of 2 new replicas updated"},
+		{name: "statefulset revision", got: statefulSetStatus(&appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{Replicas: &two},
+			Status: appsv1.StatefulSetStatus{UpdatedReplicas: 2, ReadyReplicas: 2, CurrentRevision: "a", UpdateRevision: "b"}}), wait: "current revision"},
+		{name: "statefulset done", got: statefulSetStatus(&appsv1.StatefulSet{Spec: appsv1.StatefulSetSpec{Replicas: &two},
+			Status: appsv1.StatefulSetStatus{UpdatedReplicas: 2, ReadyReplicas: 2, CurrentRevision: "b", UpdateRevision: "b"}}), done: true},
+		{name: "daemonset unobserved", got: daemonSetStatus(&appsv1.DaemonSet{ObjectMeta: metav1.ObjectMeta{Generation: 2},
+			Status: appsv1.DaemonSetStatus{ObservedGeneration: 1}}), wait: "not observed"},
+		{name: "daemonset unavailable", got: daemonSetStatus(&appsv1.DaemonSet{
+			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 3, UpdatedNumberScheduled: 3, NumberAvailable: 2}}), wait: "2 of 3 pods available"},
+		{name: "daemonset done", got: daemonSetStatus(&appsv1.DaemonSet{
+			Status: appsv1.DaemonSetStatus{DesiredNumberScheduled: 3, UpdatedNumberScheduled: 3, NumberAvailable: 3}}), done: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.got.done != tc.done || !strings.Contains(tc.got.waiting, tc.wait) {
+				t.Errorf("status = %+v, want done %v waiting %q", tc.got, tc.done, tc.wait)
+			}
+		})
+	}
+}
