@@ -297,3 +297,31 @@ func concatConditions(re *syntax.Regexp) []conjunction {
 	flush()
 	return out
 }
+
+// leadingLiterals returns the strings one of which every match of expr
+// starts with, and whether a \b comes before them. ok is false when a
+// match may start some other way.
+func leadingLiterals(expr string) (strs []string, wordBoundary, ok bool) {
+	re, err := syntax.Parse(expr, syntax.Perl)
+	if err != nil {
+		return nil, false, false
+	}
+	re = re.Simplify()
+	subs := []*syntax.Regexp{re}
+	if re.Op == syntax.OpConcat {
+		subs = re.Sub
+	}
+	i := 0
+	for i < len(subs) && subs[i].Op == syntax.OpWordBoundary {
+		wordBoundary = true
+		i++
+	}
+	if i == len(subs) {
+		return nil, false, false
+	}
+	s, ok := literalsOf(subs[i])
+	if !ok || !s.exact || len(s.strs) == 0 || slices.Contains(s.strs, "") {
+		return nil, false, false
+	}
+	return s.strs, wordBoundary, true
+}

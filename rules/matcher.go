@@ -49,7 +49,20 @@ type Matcher struct {
 type scratch struct {
 	rules    []uint64 // candidate rules: one of their literals occurs
 	patterns []uint64 // prefilter patterns that occur
+	// hits are the pattern occurrences, up to its capacity; overflow
+	// tells that some were not recorded.
+	hits     []hit
+	overflow bool
 }
+
+// hit is one occurrence of a prefilter pattern, ending before end.
+type hit struct {
+	id  int32
+	end int32
+}
+
+// maxHits bounds the occurrences recorded per line.
+const maxHits = 64
 
 type litRef struct {
 	rule  int32
@@ -62,10 +75,23 @@ type compiledRule struct {
 	// alts are the top-level alternatives of Regex, compiled one by one so
 	// that only those whose literals occur in a line run: RE2 in Go costs
 	// time in proportion to the size of the expression.
-	alts      []alternative
-	excludeRe *regexp.Regexp
+	alts []alternative
+	// excludes are the top-level alternatives of Exclude.Regex, each run
+	// only when one of its literals occurs (any, when it has none).
+	excludes  []exclusion
 	excludeLi [][]byte
 	json      []FieldCondition
+}
+
+// exclusion is one top-level alternative of an exclusion regex.
+type exclusion struct {
+	re       *regexp.Regexp
+	literals [][]byte
+	// anchored, leading and leadingWB work as in alternative: when set,
+	// the regex runs only where a leading string occurs.
+	anchored  *regexp.Regexp
+	leading   [][]byte
+	leadingWB bool
 }
 
 // alternative is one top-level alternative of a rule's regex.
@@ -78,6 +104,15 @@ type alternative struct {
 	// pattern in the line. Both are nil when re yields no condition.
 	conjs []conjunction
 	conds [][][]int32
+	// When every match of re starts with one of a few strings, anchored
+	// is re tied to the start of its input and runs only where the
+	// prefilter saw one of those strings (startIDs), after a \b check
+	// when startWB is set. Go's regexp is slow on unanchored expressions
+	// without a literal prefix, so this saves most of the cost.
+	anchored  *regexp.Regexp
+	startStrs []string
+	startIDs  []int32
+	startWB   bool
 }
 
 // Default compiles the embedded default pack alone.
@@ -203,6 +238,7 @@ func Compile(opts Options) (*Matcher, error) {
 		return &scratch{
 			rules:    make([]uint64, (len(m.rules)+63)/64),
 			patterns: make([]uint64, (npat+63)/64),
+			hits:     make([]hit, 0, maxHits),
 		}
 	}
 	return m, nil
@@ -247,16 +283,38 @@ func compileRule(r Rule) (compiledRule, error) {
 			for i, f := range r.Fields {
 				a.groups[i] = re.SubexpIndex(f)
 			}
-			a.conjs = regexConditions(strings.TrimPrefix(re.String(), flags))
+			part := strings.TrimPrefix(re.String(), flags)
+			a.conjs = regexConditions(part)
+			if strs, wb, ok := leadingLiterals(part); ok {
+				anchored, err := regexp.Compile(flags + "^(?:" + part + ")")
+				if err == nil {
+					a.anchored, a.startStrs, a.startWB = anchored, strs, wb
+				}
+			}
 			cr.alts = append(cr.alts, a)
 		}
 	}
 	if r.Exclude.Regex != "" {
-		re, err := regexp.Compile(flags + r.Exclude.Regex)
+		parts, err := compileAlternatives(flags, r.Exclude.Regex)
 		if err != nil {
 			return cr, &ConfigError{File: r.Origin, Path: "rule " + r.ID + " exclude.regex", Msg: err.Error()}
 		}
-		cr.excludeRe = re
+		for _, re := range parts {
+			ex := exclusion{re: re}
+			part := strings.TrimPrefix(re.String(), flags)
+			for _, l := range regexLiterals(part) {
+				ex.literals = append(ex.literals, []byte(l))
+			}
+			if strs, wb, ok := leadingLiterals(part); ok {
+				if anchored, err := regexp.Compile(flags + "^(?:" + part + ")"); err == nil {
+					ex.anchored, ex.leadingWB = anchored, wb
+					for _, s := range strs {
+						ex.leading = append(ex.leading, []byte(s))
+					}
+				}
+			}
+			cr.excludes = append(cr.excludes, ex)
+		}
 	}
 	for _, l := range r.Exclude.Literals {
 		cr.excludeLi = append(cr.excludeLi, []byte(l))
@@ -371,6 +429,9 @@ func (m *Matcher) buildPrefilter() int {
 		r := &m.rules[ri]
 		for ai := range r.alts {
 			a := &r.alts[ai]
+			for _, s := range a.startStrs {
+				a.startIDs = append(a.startIDs, int32(intern(s)))
+			}
 			for _, conj := range a.conjs {
 				var groups [][]int32
 				for _, set := range conj {
@@ -446,6 +507,7 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 
 	sc := m.scratch.Get().(*scratch)
 	set, pats := sc.rules, sc.patterns
+	sc.hits, sc.overflow = sc.hits[:0], false
 	pf := m.pf
 	trans, class, firstOut := pf.trans, &pf.class, pf.firstOut
 	s := state
@@ -454,6 +516,11 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 			st := s / pf.nclass
 			for _, id := range pf.outIDs[pf.outStart[st]:pf.outStart[st+1]] {
 				pats[id>>6] |= 1 << (id & 63)
+				if len(sc.hits) < cap(sc.hits) {
+					sc.hits = append(sc.hits, hit{id: id, end: int32(end)})
+				} else {
+					sc.overflow = true
+				}
 				for _, ref := range m.refs[id] {
 					if ref.exact != nil && !bytes.Equal(text[end-len(ref.exact):end], ref.exact) {
 						continue
@@ -489,7 +556,7 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 				continue
 			}
 			r := &m.rules[w*64+b]
-			if match, ok := r.match(line, text, pats); ok {
+			if match, ok := r.match(line, text, sc, pf); ok {
 				dst = append(dst, match)
 				done = !all
 			}
@@ -528,24 +595,19 @@ func (a *alternative) condsHold(pats []uint64) bool {
 	return false
 }
 
-// match evaluates the conditions of r on text, whose literals hit; pats
-// holds the prefilter patterns that occur in text.
-func (r *compiledRule) match(line *Line, text []byte, pats []uint64) (Match, bool) {
+// match evaluates the conditions of r on text, whose literals hit; sc
+// holds the prefilter patterns that occur in text and where.
+func (r *compiledRule) match(line *Line, text []byte, sc *scratch, pf *prefilter) (Match, bool) {
 	var loc []int
 	var groups []int
 	if len(r.alts) > 0 {
 		matched := false
 		for i := range r.alts {
 			a := &r.alts[i]
-			if !a.condsHold(pats) {
+			if !a.condsHold(sc.patterns) {
 				continue
 			}
-			if a.needsGroups() {
-				loc = a.re.FindSubmatchIndex(text)
-				matched = loc != nil
-			} else {
-				matched = a.re.Match(text)
-			}
+			matched, loc = a.find(text, sc, pf)
 			if matched {
 				groups = a.groups
 				break
@@ -565,8 +627,10 @@ func (r *compiledRule) match(line *Line, text []byte, pats []uint64) (Match, boo
 			return Match{}, false
 		}
 	}
-	if r.excludeRe != nil && r.excludeRe.Match(text) {
-		return Match{}, false
+	for i := range r.excludes {
+		if r.excludes[i].holds(text) {
+			return Match{}, false
+		}
 	}
 
 	out := Match{RuleID: r.ID, Category: r.Category, Severity: r.Severity, Line: *line}
@@ -592,6 +656,53 @@ func (r *compiledRule) match(line *Line, text []byte, pats []uint64) (Match, boo
 		out.Fields[name] = string(Mask(v))
 	}
 	return out, true
+}
+
+// find reports whether a matches text and, when the rule extracts
+// fields, returns the submatch offsets.
+func (a *alternative) find(text []byte, sc *scratch, pf *prefilter) (bool, []int) {
+	if a.anchored != nil && !sc.overflow {
+		for _, h := range sc.hits {
+			if !slices.Contains(a.startIDs, h.id) {
+				continue
+			}
+			start := int(h.end - pf.patLen[h.id])
+			if a.startWB && !wordBoundaryAt(text, start) {
+				continue
+			}
+			if !a.anchored.Match(text[start:]) {
+				continue
+			}
+			if !a.needsGroups() {
+				return true, nil
+			}
+			loc := a.anchored.FindSubmatchIndex(text[start:])
+			for i := range loc {
+				if loc[i] >= 0 {
+					loc[i] += start
+				}
+			}
+			return true, loc
+		}
+		return false, nil
+	}
+	// Match first: on the many lines that do not match, it is cheaper than
+	// tracking submatches.
+	if !a.re.Match(text) {
+		return false, nil
+	}
+	if a.needsGroups() {
+		return true, a.re.FindSubmatchIndex(text)
+	}
+	return true, nil
+}
+
+// wordBoundaryAt reports whether \b holds at offset i of text, as RE2
+// defines it for ASCII word characters.
+func wordBoundaryAt(text []byte, i int) bool {
+	before := i > 0 && isWordByte(text[i-1])
+	after := i < len(text) && isWordByte(text[i])
+	return before != after
 }
 
 func (a *alternative) needsGroups() bool {
@@ -675,4 +786,41 @@ func isWordByte(b byte) bool {
 // wholeWord reports whether text[start:end] is not part of a longer word.
 func wholeWord(text []byte, start, end int) bool {
 	return (start == 0 || !isWordByte(text[start-1])) && (end == len(text) || !isWordByte(text[end]))
+}
+
+// holds reports whether the exclusion matches text, running its regex only
+// when one of its literals occurs.
+func (x *exclusion) holds(text []byte) bool {
+	if x.anchored != nil {
+		for _, l := range x.leading {
+			for off := 0; ; {
+				i := indexFold(text[off:], l)
+				if i < 0 {
+					break
+				}
+				start := off + i
+				off = start + 1
+				if x.leadingWB && !wordBoundaryAt(text, start) {
+					continue
+				}
+				if x.anchored.Match(text[start:]) {
+					return true
+				}
+			}
+		}
+		return false
+	}
+	if x.literals != nil {
+		found := false
+		for _, l := range x.literals {
+			if indexFold(text, l) >= 0 {
+				found = true
+				break
+			}
+		}
+		if !found {
+			return false
+		}
+	}
+	return x.re.Match(text)
 }
