@@ -722,3 +722,23 @@ func TestRolloutStatusOtherKinds(t *testing.T) {
 		})
 	}
 }
+
+func TestRotateVerificationCannotReadPods(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t, testTargetConfig(), testSecretObject("old", nil), testDeployment())
+		fakeController(t, h.cs, false)
+		h.source.token = "new-opaque-token"
+		h.cs.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, apierrors.NewForbidden(schema.GroupResource{Resource: "pods"}, "x", errors.New("RBAC"))
+		})
+
+		done := make(chan Result, 1)
+		go func() { done <- h.rot.Rotate(t.Context(), automatic()) }()
+		waitVerification(t, h.rot)
+		h.rot.HandleMatch(match("town-builder-unknown-abcde", rules.TokenExpired))
+		res := <-done
+		if res.Outcome != OutcomeNotVerified || !strings.Contains(res.Err.Error(), "to tell whether it is new") {
+			t.Fatalf("result = %s (%v), want not_verified naming the unreadable pod", res.Outcome, res.Err)
+		}
+	})
+}

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/authwatch/authwatch/rules"
@@ -119,10 +120,14 @@ func (n *newPods) isNew(ctx context.Context, pod string) (bool, error) {
 		return v, nil
 	}
 	p, err := n.r.client.CoreV1().Pods(n.namespace).Get(ctx, pod, metav1.GetOptions{})
-	if err != nil {
+	switch {
+	case apierrors.IsNotFound(err):
 		// A pod that is gone was an old one on its way out.
 		n.known[pod] = false
-		return false, nil //nolint:nilerr // a deleted pod is not a new pod
+		return false, nil
+	case err != nil:
+		// Verification cannot tell old from new: it must not pass.
+		return false, fmt.Errorf("remediation: read pod %s/%s to tell whether it is new: %w", n.namespace, pod, err)
 	}
 	isNew := !p.CreationTimestamp.Time.Before(n.since.Truncate(time.Second))
 	n.known[pod] = isNew
