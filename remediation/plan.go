@@ -83,7 +83,7 @@ func (r *Rotator) Plan(ctx context.Context, target string) (*Plan, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.Rejection = checkSafety(t, readState(p.secret), time.Now(), true, r.staleAfter(t))
+	p.Rejection = checkSafety(t, readState(p.secret), time.Now(), Trigger{Manual: true}, r.staleAfter(t))
 	if r.cfg.Disabled || t.Disabled {
 		p.Rejection = &RejectedError{Target: t.Name, Reason: ReasonKillSwitch, Detail: "rotation is disabled in the config file"}
 	}

@@ -62,6 +62,10 @@ type Trigger struct {
 	Target string
 	// Manual marks a rotation run by hand.
 	Manual bool
+	// Renewal marks a proactive rotation ahead of the token's exp. Such
+	// rotations recur by design, so the circuit breaker neither counts
+	// nor checks them.
+	Renewal bool
 	// DryRun forces a dry run whatever the target says.
 	DryRun bool
 	// Reason is a short phrase that explains why the rotation runs.

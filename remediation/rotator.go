@@ -330,7 +330,7 @@ func (ru *run) execute(ctx context.Context) Result {
 	if err != nil {
 		return failure(StepPreflight, err)
 	}
-	if err := checkSafety(t, readState(plan.secret), time.Now(), ru.trig.Manual, r.staleAfter(t)); err != nil {
+	if err := checkSafety(t, readState(plan.secret), time.Now(), ru.trig, r.staleAfter(t)); err != nil {
 		return rejected(StepPreflight, err)
 	}
 	if !ru.trig.Manual {
@@ -378,7 +378,7 @@ func (ru *run) rotate(ctx context.Context, plan *Plan) Result {
 	ru.stepDone(ctx, StepBackup, "TokenBackedUp", fmt.Sprintf("previous token kept as %s in Secret %s", t.KeepPrevious, BackupSecretName(t.Name)))
 
 	j := journal{ID: ru.id, Holder: r.identity, Step: StepPatch, Started: ru.start, Updated: time.Now()}
-	c := claim{id: ru.id, now: ru.start, journal: j, manual: ru.trig.Manual}
+	c := claim{id: ru.id, now: ru.start, journal: j, manual: ru.trig.Manual, renewal: ru.trig.Renewal}
 	if _, err := r.patchToken(ctx, t, plan.secret, tok, c); err != nil {
 		return failure(StepPatch, err)
 	}
@@ -703,7 +703,7 @@ func (r *Rotator) checkExpiry(ctx context.Context) {
 		}
 		r.metrics.expiry.WithLabelValues(t.Name).Set(float64(exp.Unix()))
 		if t.RenewBefore > 0 && time.Until(exp) <= t.RenewBefore {
-			r.Trigger(Trigger{Target: t.Name, Reason: "token expires at " + exp.UTC().Format(time.RFC3339)})
+			r.Trigger(Trigger{Target: t.Name, Renewal: true, Reason: "token expires at " + exp.UTC().Format(time.RFC3339)})
 		}
 	}
 }

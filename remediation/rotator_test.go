@@ -742,3 +742,30 @@ func TestRotateVerificationCannotReadPods(t *testing.T) {
 		}
 	})
 }
+
+func TestRotateRenewalsBypassCircuitBreaker(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		target := testTargetConfig()
+		target.Cooldown = time.Minute
+		target.MaxPerHour = 10
+		target.CircuitBreaker.PeriodicRepeats = 2
+		h := newHarness(t, target, testSecretObject("old", nil), testDeployment())
+		fakeController(t, h.cs, false)
+
+		renewal := Trigger{Target: testTarget, Renewal: true, Reason: "token expires soon"}
+		for i := range 4 {
+			h.source.token = makeJWT(time.Now().Add(15*time.Minute), string(rune('a'+i)))
+			if res := h.rot.Rotate(t.Context(), renewal); res.Outcome != OutcomeSucceeded {
+				t.Fatalf("renewal %d = %s (%v), want succeeded", i, res.Outcome, res.Err)
+			}
+			time.Sleep(10*time.Minute - time.Since(readState(getSecret(t, h.cs)).lastRotation))
+		}
+		st := readState(getSecret(t, h.cs))
+		if len(st.history) != 0 {
+			t.Errorf("history = %v, want renewals left out of the breaker's history", st.history)
+		}
+		if len(st.lastHour) < 4 {
+			t.Errorf("rotations-last-hour = %v, want every renewal counted for max_per_hour", st.lastHour)
+		}
+	})
+}

@@ -112,6 +112,7 @@ type claim struct {
 	now     time.Time
 	journal journal
 	manual  bool
+	renewal bool
 }
 
 // patchToken writes the token and the rotation state in one merge patch
@@ -158,6 +159,9 @@ func tokenPatch(t *Target, cur *corev1.Secret, tok secret.Value, c claim) ([]byt
 	st := readState(cur)
 	lastHour := append(inHour(st.lastHour, c.now), c.now)
 	history := append(st.history, c.now)
+	if c.renewal {
+		history = st.history
+	}
 	if c.manual {
 		// An operator's rotation starts a fresh history for the breaker.
 		history = []time.Time{c.now}

@@ -129,11 +129,12 @@ const (
 	ReasonPaused      = "paused"
 )
 
-// checkSafety applies the cluster-stored safety state. Manual rotations
+// checkSafety applies the cluster-stored safety state. Renewals skip only
+// the circuit breaker. Manual rotations
 // skip the cooldown, the unfinished-rotation block and the circuit
 // breaker, because an operator requested them. The kill switch and the
 // hourly maximum still apply.
-func checkSafety(t *Target, st targetState, now time.Time, manual bool, stale time.Duration) error {
+func checkSafety(t *Target, st targetState, now time.Time, trig Trigger, stale time.Duration) error {
 	reject := func(reason, format string, args ...any) error {
 		return &RejectedError{Target: t.Name, Reason: reason, Detail: fmt.Sprintf(format, args...)}
 	}
@@ -146,7 +147,7 @@ func checkSafety(t *Target, st targetState, now time.Time, manual bool, stale ti
 	if n := len(inHour(st.lastHour, now)); n >= t.MaxPerHour {
 		return reject(ReasonRateLimit, "%d rotations in the last hour, max_per_hour is %d", n, t.MaxPerHour)
 	}
-	if manual {
+	if trig.Manual {
 		return nil
 	}
 	if j := st.journal; j != nil && j.Outcome == "" {
@@ -157,6 +158,9 @@ func checkSafety(t *Target, st targetState, now time.Time, manual bool, stale ti
 	}
 	if !st.lastRotation.IsZero() && now.Sub(st.lastRotation) < t.Cooldown {
 		return reject(ReasonCooldown, "last rotation at %s, cooldown is %s", st.lastRotation.UTC().Format(time.RFC3339), t.Cooldown)
+	}
+	if trig.Renewal {
+		return nil
 	}
 	if period, ok := periodic(st.history, now, t.CircuitBreaker); ok {
 		return reject(ReasonCircuitOpen,
