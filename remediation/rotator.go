@@ -325,7 +325,7 @@ func (ru *run) execute(ctx context.Context) Result {
 	ru.report(ctx, StepPreflight, StateStarted, "rotation "+ru.why())
 	plan, err := r.plan(ctx, t)
 	if plan != nil {
-		ru.object = ru.eventObject(plan)
+		ru.object = ru.eventObject(ctx, plan)
 	}
 	if err != nil {
 		return failure(StepPreflight, err)
@@ -579,10 +579,10 @@ func (ru *run) send(ctx context.Context, rep Report) {
 
 // eventObject returns the object that a rotation's Events are recorded
 // on: the first workload it restarts, or the Secret.
-func (ru *run) eventObject(plan *Plan) *corev1.ObjectReference {
+func (ru *run) eventObject(ctx context.Context, plan *Plan) *corev1.ObjectReference {
 	ns := ru.t.Secret.Namespace
 	for _, w := range ru.t.Restart {
-		if wl, err := ru.r.getWorkload(context.Background(), ns, w); err == nil {
+		if wl, err := ru.r.getWorkload(ctx, ns, w); err == nil {
 			return &corev1.ObjectReference{Kind: w.Kind, APIVersion: "apps/v1", Namespace: ns, Name: w.Name, UID: wl.object.GetUID()}
 		}
 	}
