@@ -38,7 +38,11 @@ type Options struct {
 // Matcher classifies log lines. It is safe for concurrent use.
 type Matcher struct {
 	rules []compiledRule // in rank order: the first that matches wins
-	pf    *prefilter     // nil when there are no rules
+	pf    *prefilter     // all literals, conditions included; nil when there are no rules
+	// gate holds only the literals that make a rule a candidate, so that
+	// the common words of regex conditions ("status", "http") do not send
+	// every line through the full pass of pf.
+	gate *prefilter
 	refs  [][]litRef     // per prefilter pattern, the rules that use it
 	// scratch holds *scratch values, one per concurrent Match call,
 	// cleared before they return to the pool.
@@ -455,6 +459,13 @@ func (m *Matcher) buildPrefilter() int {
 	}
 	if len(patterns) > 0 {
 		m.pf = newPrefilter(patterns)
+		var primary [][]byte
+		for id, refs := range m.refs {
+			if len(refs) > 0 {
+				primary = append(primary, patterns[id])
+			}
+		}
+		m.gate = newPrefilter(primary)
 	}
 	return len(patterns)
 }
@@ -500,6 +511,9 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 		return dst
 	}
 	text := trimCR(line.Text)
+	if !m.gate.any(text) {
+		return dst
+	}
 	end, state := m.pf.first(text)
 	if end < 0 {
 		return dst

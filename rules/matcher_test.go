@@ -383,3 +383,19 @@ func TestCategoryRoundTrip(t *testing.T) {
 		t.Error("CategoryNone reads as an auth category")
 	}
 }
+
+func TestPrefilterAnyAgainstFirst(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	pf := newPrefilter([][]byte{[]byte("expired"), []byte("401"), []byte("auth")})
+	alphabet := []byte("expiredauth401 .x")
+	for range 2000 {
+		text := make([]byte, rng.IntN(300))
+		for i := range text {
+			text[i] = alphabet[rng.IntN(len(alphabet))]
+		}
+		end, _ := pf.first(text)
+		if got := pf.any(text); got != (end >= 0) {
+			t.Fatalf("any(%q) = %v, first found a hit ending at %d", text, got, end)
+		}
+	}
+}

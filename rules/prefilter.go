@@ -13,6 +13,7 @@ type prefilter struct {
 	outStart []int32 // per state (not premultiplied): outputs are outIDs[outStart[s]:outStart[s+1]]
 	outIDs   []int32 // pattern ids
 	patLen   []int32 // per pattern, its length in bytes
+	maxLen   int     // the longest pattern
 }
 
 func fold(b byte) byte {
@@ -72,6 +73,7 @@ func newPrefilter(patterns [][]byte) *prefilter {
 		}
 		nodes[s].out = append(nodes[s].out, int32(id))
 		p.patLen[id] = int32(len(pat))
+		p.maxLen = max(p.maxLen, len(pat))
 	}
 
 	// Failure links by breadth-first search, completing the DFA as we go.
@@ -147,6 +149,45 @@ func (p *prefilter) first(text []byte) (int, int32) {
 		}
 	}
 	return -1, 0
+}
+
+// any reports whether a pattern occurs in text. It walks the two halves of
+// a long text at once: a table-driven automaton waits on one memory load
+// per byte, and two independent walks overlap those waits. The first half
+// runs maxLen-1 bytes into the second, so no occurrence straddles the cut
+// unseen.
+func (p *prefilter) any(text []byte) bool {
+	n := len(text)
+	if n < 4*p.maxLen || n < 64 {
+		end, _ := p.first(text)
+		return end >= 0
+	}
+	mid := n / 2
+	a := text[:mid+p.maxLen-1]
+	b := text[mid:]
+	trans, class, firstOut := p.trans, &p.class, p.firstOut
+	var sa, sb int32
+	both := min(len(a), len(b))
+	for i := range both {
+		sa = trans[sa+int32(class[a[i]])]
+		sb = trans[sb+int32(class[b[i]])]
+		if sa >= firstOut || sb >= firstOut {
+			return true
+		}
+	}
+	for _, c := range a[both:] {
+		sa = trans[sa+int32(class[c])]
+		if sa >= firstOut {
+			return true
+		}
+	}
+	for _, c := range b[both:] {
+		sb = trans[sb+int32(class[c])]
+		if sb >= firstOut {
+			return true
+		}
+	}
+	return false
 }
 
 // each calls fn for every pattern occurrence that ends at or after offset
