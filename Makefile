@@ -22,7 +22,7 @@ test-unit:
 	$(GO) test -race -count=1 ./...
 
 # Each fuzz target runs for FUZZTIME; go test -fuzz takes one target a run.
-FUZZ_TARGETS := ./alerting:FuzzSlackBlocksWithinLimits ./remediation:FuzzValidateToken ./rules:FuzzCompile ./rules:FuzzMatch ./rules/logfile:FuzzReader
+FUZZ_TARGETS := ./alerting:FuzzSlackBlocksWithinLimits ./remediation:FuzzValidateToken ./rules:FuzzCompile ./rules:FuzzMatch ./rules/logfile:FuzzReader ./watcher:FuzzLineReader
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

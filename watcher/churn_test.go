@@ -17,7 +17,7 @@ func TestPodChurnLeavesNothingOpen(t *testing.T) {
 	defer goleak.VerifyNone(t, goleak.IgnoreCurrent())
 	e := newEnv(t)
 	e.start(testConfig(), nil)
-	duration := 10 * time.Second
+	duration := time.Minute
 	if testing.Short() {
 		duration = 3 * time.Second
 	}

@@ -257,7 +257,9 @@ func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *s
 			w.m.dropped.WithLabelValues(dropKubeletText).Inc()
 			w.m.streamErrors.WithLabelValues(reasonKubeletError).Inc()
 			if !kubeletText {
-				log.Warn("kubelet error text in log stream", "text", string(rules.Mask(limitText(raw.text, 256))))
+				// Mask before cutting, so that no token is cut where the masking
+				// would miss it.
+				log.Warn("kubelet error text in log stream", "text", string(limitText(rules.Mask(raw.text), 256)))
 			}
 			kubeletText = true
 			continue

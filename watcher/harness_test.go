@@ -1,6 +1,7 @@
 package watcher
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -73,6 +74,26 @@ type testEnv struct {
 	w      *Watcher
 	cancel context.CancelFunc
 	done   chan error
+	// logger, if set before start, receives the watcher's log.
+	logger *slog.Logger
+}
+
+// syncBuffer is a bytes.Buffer that a logger and the test may share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func testConfig() Config {
@@ -110,8 +131,12 @@ func (e *testEnv) start(cfg Config, checkpoint []byte) {
 	e.t.Helper()
 	e.reg = prometheus.NewRegistry()
 	e.got = newCollector()
+	logger := e.logger
+	if logger == nil {
+		logger = testLogger(e.t)
+	}
 	w, err := New(Options{
-		Logger: testLogger(e.t), Registerer: e.reg, Client: e.client, Handler: e.got,
+		Logger: logger, Registerer: e.reg, Client: e.client, Handler: e.got,
 		Config: cfg, Checkpoint: checkpoint,
 	})
 	if err != nil {

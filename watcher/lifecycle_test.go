@@ -3,6 +3,7 @@ package watcher
 import (
 	"bytes"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
 	"time"
@@ -177,5 +178,35 @@ func TestLineHygiene(t *testing.T) {
 	}
 	if got := e.metric("authwatch_stream_errors_total", "kind", "kubelet_error"); got != 1 {
 		t.Errorf("stream_errors{kubelet_error} = %v, want 1", got)
+	}
+}
+
+func TestKubeletTextSecretsMasked(t *testing.T) {
+	e := newEnv(t)
+	const token = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ0b3duLWJ1aWxkZXIifQ.c2lnbmF0dXJlLXNlY3JldA"
+	e.srv.SetLogFault(func(r kubetest.LogRequest, written int) kubetest.Fault {
+		if r.N == 1 && written == 1 {
+			return kubetest.Fault{Kind: kubetest.FaultInject, Text: "proxy error: Authorization: Bearer " + token}
+		}
+		return kubetest.Fault{}
+	})
+	e.runningPod("api-1", "cri://a")
+	writeLines(e.srv.Log("cri://a"), time.Now(), []string{"one", "two"})
+	var logs syncBuffer
+	e.logger = slog.New(slog.NewTextHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	e.start(testConfig(), nil)
+	e.waitFor("2 lines", 10*time.Second, func() bool { return e.got.count("cri://a") >= 2 })
+	e.waitFor("the kubelet text logged", 10*time.Second, func() bool {
+		return strings.Contains(logs.String(), "kubelet error text in log stream")
+	})
+	if strings.Contains(logs.String(), token) || strings.Contains(logs.String(), "c2lnbmF0dXJlLXNlY3JldA") {
+		t.Errorf("the token reached the log:\n%s", logs.String())
+	}
+	checkpoint, err := e.w.MarshalCheckpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if bytes.Contains(checkpoint, []byte("c2lnbmF0dXJlLXNlY3JldA")) {
+		t.Error("the token reached the checkpoint")
 	}
 }
