@@ -15,7 +15,7 @@ import (
 	"github.com/authwatch/authwatch/rules"
 )
 
-// openMode is how the next request reads a container instance.
+// openMode is the way the next request reads a container instance.
 type openMode int
 
 const (
@@ -64,7 +64,7 @@ var (
 	errTimeSlice = errors.New("time slice over")
 )
 
-// outcome is how one request ended.
+// outcome describes the end of one request.
 type outcome struct {
 	reason    string // a reconnect reason
 	delivered int
@@ -165,12 +165,12 @@ func nextBackoff(prev, lo, hi time.Duration) time.Duration {
 	return d/2 + rand.N(d/2+1)
 }
 
-func (w *Watcher) finish(s *stream, log *slog.Logger, why string) {
+func (w *Watcher) finish(s *stream, log *slog.Logger, reason string) {
 	s.mu.Lock()
 	s.res.done = true
 	s.mu.Unlock()
 	w.m.streamsDone.Inc()
-	log.Info("stream finished", "why", why)
+	log.Info("stream finished", "reason", reason)
 }
 
 // readOnce opens one request and reads it to its end.

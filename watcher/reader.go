@@ -46,8 +46,8 @@ func newLineReader(r io.Reader, max int) *lineReader {
 	return &lineReader{br: bufio.NewReaderSize(r, readBufferSize), max: max}
 }
 
-// next returns the next line. At the end of the stream it returns io.EOF,
-// or the read error; bytes after the last newline come back first as a
+// next returns the next line. At the end of the stream it returns io.EOF
+// or the read error. Bytes after the last newline come back first as a
 // partial line when the stream ended cleanly, and are discarded when it
 // failed.
 func (r *lineReader) next(l *rawLine) error {

@@ -8,8 +8,8 @@ import (
 )
 
 // lineID identifies a delivered line inside the replay window: its
-// timestamp and a hash of its text. Two lines with the same ID are told
-// apart by counting them.
+// timestamp and a hash of its text. Lines with the same ID are
+// distinguished by counting them.
 type lineID struct {
 	nanos int64
 	hash  uint64
@@ -29,14 +29,14 @@ func hashText(b []byte, truncated bool) uint64 {
 //
 // The kubelet returns every line whose timestamp is at or after the
 // requested sinceTime (which the API truncates to the second), in file
-// order. A reopen therefore asks for floor(last-margin) and skips the
+// order. A reopen therefore requests floor(last-margin) and skips the
 // first n occurrences of each line ID delivered at or after that second.
 // This is exact as long as no line is written with a timestamp more than
 // margin before an earlier line of the same container.
 type resumeState struct {
 	last time.Time // the latest timestamp delivered
 	// window counts delivered lines with timestamps at or after floor
-	// (the second that a reopen asks for).
+	// (the second that a reopen requests).
 	window map[lineID]uint32
 	floor  time.Time
 	// skip counts the lines a reopened stream still has to pass over.
@@ -124,7 +124,7 @@ const entrySize = 20
 // encodeWindow packs the window as (nanos, hash, count) records, newest
 // first. When it holds more than maxEntries, only whole seconds that fit
 // are kept (but always the second of the latest line), and the returned
-// floor moves up to match: a restart then may miss a line written out of
+// floor moves up to match. A restart then may miss a line written out of
 // order across that floor, but never repeats one.
 func (s *resumeState) encodeWindow(maxEntries int) ([]byte, time.Time) {
 	ids := make([]lineID, 0, len(s.window))

@@ -1,7 +1,10 @@
 // Package watcher follows the logs of Kubernetes containers selected by
 // namespace, label and field selectors, and passes every line to a
 // Handler exactly once: across reconnects, container restarts, capacity
-// time slices and (through a checkpoint) restarts of authwatch itself.
+// time slices and (through a checkpoint) graceful restarts of authwatch
+// itself. The limits: the kubelet must still serve the lines, and a line
+// may be written at most Config.ResumeMargin before an earlier line of
+// the same container.
 //
 // Pods are discovered with informers. Each container instance, keyed by
 // (pod UID, container name, container ID), gets one goroutine that opens
@@ -318,7 +321,7 @@ type target struct {
 	startedAt time.Time
 }
 
-func (w *Watcher) wanted(name string) bool {
+func (w *Watcher) included(name string) bool {
 	if len(w.include) > 0 {
 		ok := false
 		for _, re := range w.include {
@@ -342,7 +345,7 @@ func (w *Watcher) targets(pod *corev1.Pod) []target {
 	add := func(statuses []corev1.ContainerStatus) {
 		for i := range statuses {
 			st := &statuses[i]
-			if !w.wanted(st.Name) {
+			if !w.included(st.Name) {
 				continue
 			}
 			if st.ContainerID != "" {
@@ -481,10 +484,10 @@ var ErrCheckpointVersion = errors.New("watcher: unsupported checkpoint version")
 const checkpointVersion = 1
 
 // checkpointEntries is the budget of replay window entries in a
-// checkpoint, shared by all streams: 20 bytes each, about 27 as base64,
-// so that the gzip-compressed watch section stays under about 400 KB and
-// leaves room in the ConfigMap's 1 MiB for the other sections. Each
-// stream gets at least minCheckpointEntries.
+// checkpoint, shared by all streams. An entry takes 20 bytes, about 27 as
+// base64, so the watch section stays under about 400 KB and leaves room
+// in the ConfigMap's 1 MiB for the other sections. Each stream gets at
+// least minCheckpointEntries.
 const (
 	checkpointEntries    = 12000
 	minCheckpointEntries = 64

@@ -8,10 +8,11 @@ import (
 )
 
 // workloadOf names the workload that owns pod as "<Kind>/<name>" without
-// reading any other object: a ReplicaSet whose name ends in the pod's
-// pod-template-hash belongs to the Deployment named by the rest, and a
-// Job whose name ends in a run number (as a CronJob names its Jobs)
-// belongs to that CronJob. A pod without a controller is "Pod/<name>".
+// reading any other object. A ReplicaSet whose name ends in the pod's
+// pod-template-hash belongs to the Deployment named by the rest. A Job
+// whose name ends in a run number of 8 or more digits (as a CronJob names
+// its Jobs) belongs to that CronJob. A pod without a controller is
+// "Pod/<name>".
 func workloadOf(pod *corev1.Pod) string {
 	owner := metav1.GetControllerOf(pod)
 	if owner == nil {
