@@ -94,7 +94,8 @@ type LogRequest struct {
 	N int
 }
 
-// FaultKind is what the server does instead of writing the next line.
+// FaultKind is the action the server takes in place of writing the next
+// line.
 type FaultKind int
 
 // Faults.

@@ -1,8 +1,8 @@
 // Package kubetest is a scriptable stand-in for the parts of the
-// Kubernetes API server that the watcher uses: listing and watching pods
+// Kubernetes API server that the watcher uses. It lists and watches pods
 // (with label and field selectors, resource versions, bookmarks and
-// streaming lists), pods/log with the kubelet's semantics (follow,
-// timestamps, sinceTime, previous), and ConfigMaps. It serves HTTP/2 over
+// streaming lists), serves pods/log with the kubelet's semantics (follow,
+// timestamps, sinceTime, previous), and stores ConfigMaps. It serves HTTP/2 over
 // TLS so that real client-go talks to it as to a real server, and injects
 // faults on request: clean ends, resets, stalls, kubelet error text and
 // HTTP/2 GOAWAY. It is for tests and benchmarks only.
