@@ -202,22 +202,45 @@ func (n *slackNotifier) stormMessage(in *incident.Incident, resolved bool) messa
 	} else {
 		title = "🌩 " + title
 	}
-	var list strings.Builder
-	for _, k := range in.Members {
-		fmt.Fprintf(&list, "• %s (%s)\n", escape(where(k)), escape(k.Policy))
-	}
-	if in.MoreMembers > 0 {
-		fmt.Fprintf(&list, "• and %d more\n", in.MoreMembers)
-	}
 	blocks := []slack.Block{
 		header(title),
-		section("Incidents past the storm threshold are folded into this message instead of opening threads of their own.\n" + list.String()),
+		section("Incidents past the storm threshold are folded into this message instead of opening threads of their own."),
 	}
+	blocks = append(blocks, memberSections(in, maxBlocks-len(blocks)-2)...)
 	if in.Latest.Text != "" {
 		blocks = append(blocks, section("*Latest match* ("+escape(in.Latest.Pod)+")\n"+code(in.Latest.Text)))
 	}
 	blocks = append(blocks, contextLine("authwatch storm `"+in.ID+"`"))
 	return finish(blocks, n.redactor.String(title))
+}
+
+// memberSections lists the storm's workloads, one line each, in as many
+// sections of at most maxSectionText characters as it takes, up to
+// maxSections. Lines that do not fit are counted in a last "and N more"
+// line.
+func memberSections(in *incident.Incident, maxSections int) []slack.Block {
+	var blocks []slack.Block
+	var cur strings.Builder
+	left := in.MoreMembers
+	for i, k := range in.Members {
+		line := truncate(fmt.Sprintf("• %s (%s)", escape(where(k)), escape(k.Policy)), 500) + "\n"
+		if cur.Len()+len(line) > maxSectionText-100 {
+			if len(blocks) == maxSections-1 {
+				left += len(in.Members) - i
+				break
+			}
+			blocks = append(blocks, section(cur.String()))
+			cur.Reset()
+		}
+		cur.WriteString(line)
+	}
+	if left > 0 {
+		fmt.Fprintf(&cur, "• and %d more\n", left)
+	}
+	if cur.Len() > 0 {
+		blocks = append(blocks, section(cur.String()))
+	}
+	return blocks
 }
 
 // updateMessage renders a coalesced thread reply: the matches of each

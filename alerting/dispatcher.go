@@ -45,8 +45,8 @@ type Dispatcher struct {
 	now      func() time.Time
 	// requestTimeout bounds one Slack request.
 	requestTimeout time.Duration
-	version  string
-	once     logOnce
+	version        string
+	once           logOnce
 
 	slack    *slackNotifier
 	am       *alertmanagerNotifier

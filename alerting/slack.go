@@ -20,7 +20,6 @@ import (
 // errSlackTimeout is the cause of a Slack request that ran out of time.
 var errSlackTimeout = errors.New("slack request timed out")
 
-
 type slackJobKind uint8
 
 const (

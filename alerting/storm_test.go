@@ -110,6 +110,17 @@ func TestSlackStormThousandMatches(t *testing.T) {
 			}
 		}
 	}
+	// Every workload is named in its own parent or in the storm summary.
+	for i := range workloads {
+		name := []byte(fmt.Sprintf("Deployment/svc-%02d", i))
+		found := false
+		for _, p := range parents {
+			found = found || bytes.Contains(p.Blocks, name)
+		}
+		if !found {
+			t.Errorf("%s is named in no parent message", name)
+		}
+	}
 	if storm != 1 {
 		t.Errorf("storm summaries = %d, want 1", storm)
 	}

@@ -97,7 +97,7 @@ type Incident struct {
 // Limits on what an incident keeps, so memory stays bounded under a storm.
 const (
 	MaxNames   = 10
-	MaxMembers = 50
+	MaxMembers = 200
 	// MaxSampleBytes caps the stored sample text.
 	MaxSampleBytes = 2048
 )
