@@ -268,6 +268,11 @@ func (n *slackNotifier) updateMessage(th *Thread) message {
 		text = "No new matches."
 	}
 	blocks := []slack.Block{section(escape(text))}
+	if primary := th.primary(); primary.IsStorm() && primary.State != incident.StateResolved {
+		// The parent lists the workloads at the start; the reply lists them
+		// as they are now.
+		blocks = append(blocks, memberSections(&primary, maxBlocks-3)...)
+	}
 	if latest.Text != "" {
 		blocks = append(blocks, section("*Latest match* ("+latest.Time.UTC().Format(time.RFC3339)+", "+escape(latest.Pod)+")\n"+code(latest.Text)))
 	}
