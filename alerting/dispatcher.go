@@ -105,6 +105,7 @@ func New(opts Options) (*Dispatcher, error) {
 	if d.version == "" {
 		d.version = "dev"
 	}
+
 	client := opts.HTTPClient
 	if client == nil {
 		client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}

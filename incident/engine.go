@@ -185,6 +185,7 @@ func (t *track) add(m *rules.Match, now time.Time, mask func([]byte) []byte) {
 		t.times = t.times[len(t.times)-maxWindowTimes:]
 	}
 	in.InWindow = len(t.times)
+
 	in.Threshold = t.policy.Threshold
 	in.Window = t.policy.Window
 	in.Count++
@@ -197,6 +198,7 @@ func (t *track) add(m *rules.Match, now time.Time, mask func([]byte) []byte) {
 	if sev, _ := rules.ParseSeverity(in.Severity); m.Severity > sev {
 		in.Severity = m.Severity.String()
 	}
+
 	s := Sample{
 		Time:      m.Line.Time,
 		Pod:       m.Line.Source.Pod,
@@ -327,6 +329,7 @@ func (e *Engine) Tick(now time.Time) []Event {
 		keys = append(keys, k)
 	}
 	slices.SortFunc(keys, compareKeys)
+
 	var events []Event
 	folded := 0
 	for _, k := range keys {
@@ -360,6 +363,7 @@ func (e *Engine) Tick(now time.Time) []Event {
 			folded++
 		}
 	}
+
 	e.pruneFires(now)
 	if s := e.summary; s != nil {
 		switch {
