@@ -15,6 +15,12 @@ import (
 // `authwatch run` override its fields. The zero value is not usable:
 // start from DefaultConfig.
 type Config struct {
+	// Kubeconfig and Context select the cluster; both empty means
+	// $KUBECONFIG or ~/.kube/config, or the in-cluster configuration in
+	// a pod.
+	Kubeconfig string `yaml:"kubeconfig"`
+	Context    string `yaml:"context"`
+
 	// Namespaces to watch; empty with AllNamespaces false means the
 	// namespace of the kubeconfig context.
 	Namespaces    []string `yaml:"namespaces"`

@@ -108,6 +108,12 @@ func (w *Watcher) follow(ctx context.Context, s *stream) {
 			w.m.reconnects.WithLabelValues(prevReason).Inc()
 		}
 		if mode == modeGone {
+			if pod != nil && prevMode == modeFollow {
+				// The pod is still there but the instance is neither current
+				// nor the previous one: it restarted twice before it was read.
+				w.m.resumeGaps.Inc()
+				log.Warn("container instance replaced before it was read to the end; lines may be missing")
+			}
 			w.finish(s, log, "instance gone")
 			return
 		}
@@ -204,8 +210,13 @@ func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *s
 	}
 	defer body.Close()
 	w.m.streamsOpened.Inc()
+	if !s.opened {
+		s.opened = true
+		log.Info("stream started", "follow", opts.Follow, "previous", opts.Previous, "since", since)
+	} else {
+		log.Debug("stream reopened", "follow", opts.Follow, "previous", opts.Previous, "since", since)
+	}
 	setState(stateStreaming)
-	log.Debug("stream opened", "follow", opts.Follow, "previous", opts.Previous, "since", since)
 
 	// Watchdogs: each ends the request by cancelling sctx with a cause.
 	var lastRead atomic.Int64

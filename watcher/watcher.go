@@ -143,6 +143,7 @@ type stream struct {
 	key          streamKey
 	source       rules.Source
 	initialSince time.Time // zero reads the instance from its start
+	opened       bool      // set by the stream's goroutine on its first open
 	lines        prometheus.Counter
 
 	mu  sync.Mutex

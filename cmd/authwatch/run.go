@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -99,6 +100,12 @@ func newRunCmd() *cobra.Command {
 // applyFlags overrides cfg with the watch flags that were given.
 func (f *runFlags) applyFlags(cmd *cobra.Command, cfg *watcher.Config) {
 	set := cmd.Flags().Changed
+	if set("kubeconfig") {
+		cfg.Kubeconfig = f.kubeconfig
+	}
+	if set("context") {
+		cfg.Context = f.context
+	}
 	if set("namespace") {
 		cfg.Namespaces = f.namespaces
 	}
@@ -153,8 +160,11 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 // in-cluster configuration) and returns the context's namespace.
 func kubeConfig(f *runFlags, cfg *watcher.Config) (*rest.Config, string, error) {
 	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = f.kubeconfig
-	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{CurrentContext: f.context})
+	// A flag wins over the file, also for commands that do not call
+	// applyFlags.
+	rules.ExplicitPath = cmp.Or(f.kubeconfig, cfg.Kubeconfig)
+	overrides := &clientcmd.ConfigOverrides{CurrentContext: cmp.Or(f.context, cfg.Context)}
+	cc := clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, overrides)
 	rc, err := cc.ClientConfig()
 	if err != nil {
 		return nil, "", fmt.Errorf("kubernetes client configuration: %w", err)
