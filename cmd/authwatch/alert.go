@@ -16,6 +16,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/spf13/cobra"
+	"gopkg.in/yaml.v3"
 
 	"github.com/authwatch/authwatch/alerting"
 	"github.com/authwatch/authwatch/incident"
@@ -159,6 +160,9 @@ type incidentStage struct {
 	log    *slog.Logger
 	engine *incident.Engine
 	notify *alerting.Dispatcher
+	// alertingYAML is the alerting section in force, to tell a reload
+	// that changes it, which needs a restart.
+	alertingYAML []byte
 
 	mu        sync.Mutex // guards consumers
 	consumers []func([]incident.Event)
@@ -173,7 +177,11 @@ func newIncidentStage(log *slog.Logger, reg prometheus.Registerer, cfg config) (
 	if err != nil {
 		return nil, err
 	}
-	return &incidentStage{log: log.With("component", "incidents"), engine: engine, notify: d}, nil
+	y, err := yaml.Marshal(cfg.Alerting)
+	if err != nil {
+		return nil, err
+	}
+	return &incidentStage{log: log.With("component", "incidents"), engine: engine, notify: d, alertingYAML: y}, nil
 }
 
 // subscribe adds a consumer of incident events, such as remediation. It
@@ -229,13 +237,17 @@ func (s *incidentStage) Run(ctx context.Context) error {
 func (s *incidentStage) ready() error { return s.notify.Ready() }
 
 // reload swaps in the policies of cfg, keeping windows and open
-// incidents by policy name. Alerting changes need a restart.
+// incidents by policy name. Alerting changes need a restart; reload logs
+// a warning when the section changed.
 func (s *incidentStage) reload(cfg config) error {
 	events, err := s.engine.Reconfigure(cfg.incidentConfig(), time.Now())
 	if err != nil {
 		return err
 	}
 	s.emit(events)
+	if y, err := yaml.Marshal(cfg.Alerting); err == nil && !bytes.Equal(y, s.alertingYAML) {
+		s.log.Warn("alerting section changed; the notifiers keep the old one until the next restart")
+	}
 	return nil
 }
 

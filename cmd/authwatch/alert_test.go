@@ -141,7 +141,8 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
-	stage, err := newIncidentStage(slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), cfg)
+	var logs bytes.Buffer
+	stage, err := newIncidentStage(slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,6 +191,17 @@ storm: {workloads: 20, window: 1m}
 	}
 	if err := stage.reload(cfg2); err != nil {
 		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "alerting section changed") {
+		t.Error("reload without alerting changes warned about them")
+	}
+	cfg3 := cfg2
+	cfg3.Alerting.Webhooks = []alerting.WebhookConfig{{URL: "https://hooks.example/x", SecretEnv: "KEY"}}
+	if err := stage.reload(cfg3); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "alerting section changed") {
+		t.Error("reload with a new webhook did not warn that it needs a restart")
 	}
 	openAfter := stage.engine.Open()
 	if len(openAfter) != 1 || openAfter[0].ID != openBefore[0].ID {
