@@ -3,6 +3,8 @@
 package e2e
 
 import (
+	"encoding/base64"
+	"encoding/json"
 	"slices"
 	"strings"
 	"testing"
@@ -80,7 +82,37 @@ func TestRotationHTTPSourceRecovers(t *testing.T) {
 	if got := s.sum("authwatch_token_rotation_last_success_timestamp_seconds", map[string]string{"target": rotTarget}); got < float64(firstFail.Unix()) {
 		t.Errorf("last success timestamp = %v, want after the first 401", got)
 	}
+	// The expiry gauge is read at start and every minute after, so here it
+	// still shows the exp of the first token.
+	if got, want := s.sum("authwatch_token_expiry_timestamp_seconds", map[string]string{"target": rotTarget}), jwtExp(t, initial); got != want {
+		t.Errorf("authwatch_token_expiry_timestamp_seconds = %v, want the first token's exp %v", got, want)
+	}
+	metricsText, _, err := d.get(t.Context(), "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkNoTokenIn(t, "metrics", metricsText, initial, token, api.password)
 	out := d.output()
 	checkNoTokenIn(t, "authwatch output", out, initial, token, api.password)
 	checkNoTokenIn(t, "Events", eventText, initial, token, api.password)
+}
+
+// jwtExp returns the exp claim of a JWT.
+func jwtExp(t *testing.T, token string) float64 {
+	t.Helper()
+	parts := strings.Split(token, ".")
+	if len(parts) != 3 {
+		t.Fatalf("not a JWT: %d parts", len(parts))
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Exp float64 `json:"exp"`
+	}
+	if err := json.Unmarshal(payload, &claims); err != nil {
+		t.Fatal(err)
+	}
+	return claims.Exp
 }
