@@ -136,6 +136,8 @@ func (n *newPods) isNew(ctx context.Context, pod string) (bool, error) {
 
 // verify waits out the target's window and returns an error naming the
 // new pods that still failed, or nil when none did. It reads only.
+// NOTE: the evidence is the absence of matches, so a new pod that logs
+// nothing at all, or whose log stream is down, passes.
 func (r *Rotator) verify(ctx context.Context, t *Target, v *verification, pods *newPods, window time.Duration) error {
 	deadline := time.NewTimer(window)
 	defer deadline.Stop()

@@ -53,6 +53,7 @@ func (c *config) validate() error {
 		func() error { ic := c.incidentConfig(); return ic.Validate() }(),
 		c.Alerting.Validate(),
 		c.Remediation.Validate(),
+		checkRotationPolicies(c),
 	)
 }
 

@@ -381,3 +381,21 @@ func workloadSelector(ctx context.Context, client kubernetes.Interface, namespac
 	}
 	return metav1.FormatLabelSelector(sel), nil
 }
+
+// checkRotationPolicies reports the `on` entries of remediation targets
+// that name no policy of the file, which would never trigger.
+func checkRotationPolicies(c *config) error {
+	known := map[string]bool{}
+	for _, p := range c.Policies {
+		known[p.Name] = true
+	}
+	var errs []error
+	for i, t := range c.Remediation.Targets {
+		for j, name := range t.On {
+			if !known[name] {
+				errs = append(errs, fmt.Errorf("remediation.targets[%d].on[%d]: unknown policy %q: name one of the policies section, or define it there", i, j, name))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

@@ -140,3 +140,25 @@ func TestRotateCommandErrors(t *testing.T) {
 		})
 	}
 }
+
+func TestConfigRejectsUnknownRotationPolicy(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "authwatch.yaml")
+	doc := `remediation:
+  targets:
+    - name: tb
+      on: [token-expired, token-expird]
+      secret: {namespace: town, name: s, key: k}
+      source: {command: {command: [/bin/true]}}
+`
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err := loadConfig(path)
+	want := `remediation.targets[0].on[1]: unknown policy "token-expird"`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Fatalf("loadConfig = %v, want an error containing %q", err, want)
+	}
+	if strings.Contains(err.Error(), "on[0]") {
+		t.Errorf("the built-in policy token-expired was reported unknown: %v", err)
+	}
+}
