@@ -48,15 +48,35 @@ type Dispatcher struct {
 	version        string
 	once           logOnce
 
+	registerer prometheus.Registerer
+	httpClient *http.Client // from Options, or nil
+
+	// setMu guards set. Notify holds it for reading while it queues, so
+	// a reload that exports the old queues misses no event.
+	setMu sync.RWMutex
+	set   *notifierSet
+	// swaps carries a new set from Reconfigure to Run, which stops the
+	// old workers before installing it; done reports the install.
+	swaps chan swapRequest
+
+	mu      sync.Mutex // guards results and running
+	results map[string]Result
+	running bool
+}
+
+// notifierSet is one configuration's notifiers.
+type notifierSet struct {
 	slack    *slackNotifier
 	am       *alertmanagerNotifier
 	webhooks []*webhookNotifier
-	// ownClient is the HTTP client New made when Options had none; Run
-	// closes its idle connections on return.
+	// ownClient is the HTTP client built when Options had none; its idle
+	// connections close when the set stops.
 	ownClient *http.Client
+}
 
-	mu      sync.Mutex // guards results
-	results map[string]Result
+type swapRequest struct {
+	set  *notifierSet
+	done chan struct{}
 }
 
 // Result is the outcome of the last delivery on one channel.
@@ -87,13 +107,16 @@ func New(opts Options) (*Dispatcher, error) {
 		return nil, err
 	}
 	d := &Dispatcher{
-		logger:   opts.Logger.With("component", "alerting"),
-		metrics:  m,
-		redactor: &Redactor{},
-		backoff:  opts.Backoff.orDefault(),
-		now:      opts.Now,
-		version:  opts.Version,
-		results:  map[string]Result{},
+		logger:     opts.Logger.With("component", "alerting"),
+		metrics:    m,
+		redactor:   &Redactor{},
+		backoff:    opts.Backoff.orDefault(),
+		now:        opts.Now,
+		version:    opts.Version,
+		registerer: opts.Registerer,
+		httpClient: opts.HTTPClient,
+		swaps:      make(chan swapRequest),
+		results:    map[string]Result{},
 	}
 	if d.now == nil {
 		d.now = time.Now
@@ -105,28 +128,44 @@ func New(opts Options) (*Dispatcher, error) {
 	if d.version == "" {
 		d.version = "dev"
 	}
+	if d.set, err = d.build(cfg); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
 
-	client := opts.HTTPClient
+// build creates the notifiers of a validated cfg, reading its secrets.
+func (d *Dispatcher) build(cfg Config) (*notifierSet, error) {
+	set := &notifierSet{}
+	client := d.httpClient
 	if client == nil {
 		client = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
-		d.ownClient = client
+		set.ownClient = client
 	}
+	var err error
 	if cfg.Slack != nil {
-		if d.slack, err = newSlackNotifier(d, *cfg.Slack, client, opts.Registerer); err != nil {
+		if set.slack, err = newSlackNotifier(d, *cfg.Slack, client, d.registerer); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.Alertmanager != nil {
-		d.am = newAlertmanagerNotifier(d, *cfg.Alertmanager, client)
+		set.am = newAlertmanagerNotifier(d, *cfg.Alertmanager, client)
 	}
 	for i, w := range cfg.Webhooks {
 		n, err := newWebhookNotifier(d, w, fmt.Sprintf("alerting.webhooks[%d]", i), client)
 		if err != nil {
 			return nil, err
 		}
-		d.webhooks = append(d.webhooks, n)
+		set.webhooks = append(set.webhooks, n)
 	}
-	return d, nil
+	return set, nil
+}
+
+// current returns the notifiers in force.
+func (d *Dispatcher) current() *notifierSet {
+	d.setMu.RLock()
+	defer d.setMu.RUnlock()
+	return d.set
 }
 
 // Redactor returns the redactor that holds every configured credential,
@@ -136,15 +175,18 @@ func (d *Dispatcher) Redactor() *Redactor { return d.redactor }
 // Notify queues the events for every notifier that takes them. It does
 // no network I/O; the queues are unbounded and drained by Run.
 func (d *Dispatcher) Notify(events ...incident.Event) {
+	d.setMu.RLock()
+	defer d.setMu.RUnlock()
+	set := d.set
 	for _, ev := range events {
 		d.redactIncident(&ev.Incident)
-		if d.slack != nil {
-			d.slack.handle(ev)
+		if set.slack != nil {
+			set.slack.handle(ev)
 		}
-		if d.am != nil {
-			d.am.handle(ev)
+		if set.am != nil {
+			set.am.handle(ev)
 		}
-		for _, w := range d.webhooks {
+		for _, w := range set.webhooks {
 			w.handle(ev)
 		}
 	}
@@ -159,43 +201,123 @@ func (d *Dispatcher) redactIncident(in *incident.Incident) {
 }
 
 // Run delivers queued events until ctx ends. Undelivered events stay
-// queued; Export returns them for the checkpoint.
+// queued; Export returns them for the checkpoint. A Reconfigure while Run
+// runs stops the old notifiers, moves their queues and threads to the new
+// ones and starts those.
 func (d *Dispatcher) Run(ctx context.Context) error {
-	var wg sync.WaitGroup
-	if d.slack != nil {
-		wg.Go(func() { d.slack.run(ctx) })
+	d.mu.Lock()
+	d.running = true
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.running = false
+		d.mu.Unlock()
+	}()
+	for {
+		set := d.current()
+		setCtx, stop := context.WithCancel(ctx)
+		var wg sync.WaitGroup
+		set.run(setCtx, &wg)
+		select {
+		case <-ctx.Done():
+			stop()
+			wg.Wait()
+			set.close()
+			return nil
+		case req := <-d.swaps:
+			stop()
+			wg.Wait()
+			d.install(req.set)
+			set.close()
+			close(req.done)
+		}
 	}
-	if d.am != nil {
-		wg.Go(func() { d.am.run(ctx) })
+}
+
+func (s *notifierSet) run(ctx context.Context, wg *sync.WaitGroup) {
+	if s.slack != nil {
+		wg.Go(func() { s.slack.run(ctx) })
 	}
-	for _, w := range d.webhooks {
+	if s.am != nil {
+		wg.Go(func() { s.am.run(ctx) })
+	}
+	for _, w := range s.webhooks {
 		wg.Go(func() { w.run(ctx) })
 	}
-	wg.Wait()
-	if d.ownClient != nil {
-		d.ownClient.CloseIdleConnections()
+}
+
+func (s *notifierSet) close() {
+	if s.ownClient != nil {
+		s.ownClient.CloseIdleConnections()
 	}
+}
+
+// Reconfigure validates cfg, reads its secrets and swaps in its notifiers,
+// keeping Slack threads, open alerts and queued requests wherever the new
+// configuration still has their channel or webhook; the rest are dropped
+// and logged. On error the running notifiers stay. While Run runs, the
+// swap first stops the old notifiers: a request in flight is cancelled
+// and stays queued, so it may go out twice if the receiver had already
+// taken it.
+func (d *Dispatcher) Reconfigure(ctx context.Context, cfg Config) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	set, err := d.build(cfg)
+	if err != nil {
+		return err
+	}
+	d.mu.Lock()
+	running := d.running
+	d.mu.Unlock()
+	if !running {
+		d.install(set)
+		return nil
+	}
+	req := swapRequest{set: set, done: make(chan struct{})}
+	select {
+	case d.swaps <- req:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	<-req.done
 	return nil
+}
+
+// install moves the state of the current notifiers into set and makes it
+// current. The old notifiers must not be running.
+func (d *Dispatcher) install(set *notifierSet) {
+	d.setMu.Lock()
+	defer d.setMu.Unlock()
+	old := d.set
+	st := old.export()
+	for _, label := range old.channels() {
+		d.metrics.queue.WithLabelValues(label).Set(0)
+	}
+	d.set = set
+	set.importState(d, st)
 }
 
 // Ready reports whether the Slack credential passed its last check; the
 // other notifiers have no credential check and are always ready.
 func (d *Dispatcher) Ready() error {
-	if d.slack == nil || d.slack.client == nil {
+	set := d.current()
+	if set.slack == nil || set.slack.client == nil {
 		return nil
 	}
-	return d.slack.ready()
+	return set.slack.ready()
 }
 
 // Idle reports whether every queue is empty.
 func (d *Dispatcher) Idle() bool {
-	if d.slack != nil && !d.slack.idle() {
+	set := d.current()
+	if set.slack != nil && !set.slack.idle() {
 		return false
 	}
-	if d.am != nil && d.am.queue.len() > 0 {
+	if set.am != nil && set.am.queue.len() > 0 {
 		return false
 	}
-	for _, w := range d.webhooks {
+	for _, w := range set.webhooks {
 		if w.queue.len() > 0 {
 			return false
 		}
@@ -229,16 +351,20 @@ func (d *Dispatcher) Results() map[string]Result {
 
 // Channels returns the metric channel names of the configured notifiers.
 func (d *Dispatcher) Channels() []string {
+	return d.current().channels()
+}
+
+func (s *notifierSet) channels() []string {
 	var out []string
-	if d.slack != nil {
-		for ch := range d.slack.queues {
+	if s.slack != nil {
+		for ch := range s.slack.queues {
 			out = append(out, "slack:"+ch)
 		}
 	}
-	if d.am != nil {
+	if s.am != nil {
 		out = append(out, amLabel)
 	}
-	for _, w := range d.webhooks {
+	for _, w := range s.webhooks {
 		out = append(out, w.label)
 	}
 	sortStrings(out)
@@ -249,7 +375,7 @@ func (d *Dispatcher) Channels() []string {
 // sending anything: the parent message, and for an update or resolve the
 // thread reply too.
 func (d *Dispatcher) Preview(ev incident.Event) ([]byte, error) {
-	n := d.slack
+	n := d.current().slack
 	if n == nil {
 		n = &slackNotifier{d: d, cfg: SlackConfig{}, logger: d.logger, redactor: d.redactor, once: &d.once}
 	}
@@ -318,8 +444,14 @@ type State struct {
 // accept that a request in flight may be delivered twice after a restart
 // (webhook receivers drop it by delivery id).
 func (d *Dispatcher) Export() State {
+	d.setMu.RLock()
+	defer d.setMu.RUnlock()
+	return d.set.export()
+}
+
+func (set *notifierSet) export() State {
 	s := State{Version: 1}
-	if n := d.slack; n != nil {
+	if n := set.slack; n != nil {
 		n.mu.Lock()
 		s.Threads = map[string]*Thread{}
 		for id, th := range n.threads {
@@ -333,7 +465,7 @@ func (d *Dispatcher) Export() State {
 			}
 		}
 	}
-	if a := d.am; a != nil {
+	if a := set.am; a != nil {
 		a.mu.Lock()
 		for _, in := range a.open {
 			s.OpenAlerts = append(s.OpenAlerts, in)
@@ -341,7 +473,7 @@ func (d *Dispatcher) Export() State {
 		a.mu.Unlock()
 		s.AlertPushes = a.queue.snapshot()
 	}
-	for _, w := range d.webhooks {
+	for _, w := range set.webhooks {
 		if q := w.queue.snapshot(); len(q) > 0 {
 			if s.Deliveries == nil {
 				s.Deliveries = map[string][]delivery{}
@@ -358,11 +490,20 @@ func (d *Dispatcher) Import(s State) error {
 	if s.Version != 1 {
 		return fmt.Errorf("alerting: checkpoint version %d is not supported (want 1): delete the alerting section of the checkpoint to start afresh", s.Version)
 	}
-	if n := d.slack; n != nil {
+	d.setMu.Lock()
+	defer d.setMu.Unlock()
+	d.set.importState(d, s)
+	return nil
+}
+
+// importState adds s to the notifiers of set. Threads and requests whose
+// channel or webhook set lacks are dropped and logged.
+func (set *notifierSet) importState(d *Dispatcher, s State) {
+	if n := set.slack; n != nil {
 		n.mu.Lock()
 		for id, th := range s.Threads {
 			if _, ok := n.queues[th.Channel]; !ok {
-				d.logger.Warn("slack thread dropped from checkpoint: channel no longer configured", "channel", th.Channel, "thread", id)
+				d.logger.Warn("slack thread dropped: channel no longer configured", "channel", th.Channel, "thread", id)
 				continue
 			}
 			th.ReplyQueued = false
@@ -381,7 +522,8 @@ func (d *Dispatcher) Import(s State) error {
 		for ch, jobs := range s.SlackQueues {
 			q, ok := n.queues[ch]
 			if !ok {
-				d.logger.Warn("slack jobs dropped from checkpoint: channel no longer configured", "channel", ch, "jobs", len(jobs))
+				d.logger.Warn("slack jobs dropped: channel no longer configured", "channel", ch, "jobs", len(jobs))
+				d.countDropped("slack:"+ch, len(jobs))
 				continue
 			}
 			for _, j := range jobs {
@@ -399,7 +541,7 @@ func (d *Dispatcher) Import(s State) error {
 			}
 		}
 	}
-	if a := d.am; a != nil {
+	if a := set.am; a != nil {
 		a.mu.Lock()
 		for _, in := range s.OpenAlerts {
 			a.open[in.ID] = in
@@ -409,12 +551,46 @@ func (d *Dispatcher) Import(s State) error {
 			a.queue.push(p)
 		}
 	}
-	for _, w := range d.webhooks {
+	for _, w := range set.webhooks {
 		for _, dl := range s.Deliveries[w.cfg.Name] {
 			w.queue.push(dl)
 		}
 	}
-	return nil
+	logDropped(d, set, s)
+}
+
+// logDropped logs the queued requests of s that set has no notifier for.
+func logDropped(d *Dispatcher, set *notifierSet, s State) {
+	if set.slack == nil && (len(s.Threads) > 0 || len(s.SlackQueues) > 0) {
+		d.logger.Warn("slack state dropped: slack is no longer configured", "threads", len(s.Threads))
+		for ch, jobs := range s.SlackQueues {
+			d.countDropped("slack:"+ch, len(jobs))
+		}
+	}
+	if set.am == nil && len(s.AlertPushes)+len(s.OpenAlerts) > 0 {
+		d.logger.Warn("alertmanager state dropped: alertmanager is no longer configured", "open_alerts", len(s.OpenAlerts), "queued_pushes", len(s.AlertPushes))
+		d.countDropped(amLabel, len(s.AlertPushes))
+	}
+	for name, q := range s.Deliveries {
+		found := false
+		for _, w := range set.webhooks {
+			found = found || w.cfg.Name == name
+		}
+		if !found {
+			d.logger.Warn("webhook deliveries dropped: webhook no longer configured", "webhook", name, "deliveries", len(q))
+			d.countDropped("webhook:"+name, len(q))
+		}
+	}
+}
+
+// countDropped counts n queued requests that no notifier will send as
+// failed, with reason not_configured.
+func (d *Dispatcher) countDropped(channel string, n int) {
+	if n == 0 {
+		return
+	}
+	d.metrics.notifications.WithLabelValues(channel, "failed").Add(float64(n))
+	d.metrics.failures.WithLabelValues(channel, "not_configured").Add(float64(n))
 }
 
 // SampleEvent returns an event for a made-up incident in namespace

@@ -3,6 +3,7 @@ package alerting
 import (
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,8 +18,9 @@ type metrics struct {
 	queue         *prometheus.GaugeVec
 	latency       *prometheus.HistogramVec
 	// slackAuth exists only with a Slack bot token, the one credential
-	// that authwatch can check.
-	slackAuth prometheus.Gauge
+	// that authwatch can check. A reload may register it late.
+	slackAuthMu sync.Mutex // guards slackAuth
+	slackAuth   prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -64,6 +66,11 @@ func (m *metrics) initChannel(ch string) {
 }
 
 func (m *metrics) registerSlackAuth(reg prometheus.Registerer) error {
+	m.slackAuthMu.Lock()
+	defer m.slackAuthMu.Unlock()
+	if m.slackAuth != nil {
+		return nil // registered by an earlier configuration
+	}
 	m.slackAuth = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "authwatch_slack_auth_ok",
 		Help: "1 when the last Slack credential check (auth.test) succeeded, else 0.",
@@ -75,6 +82,8 @@ func (m *metrics) registerSlackAuth(reg prometheus.Registerer) error {
 }
 
 func (m *metrics) setSlackAuth(ok bool) {
+	m.slackAuthMu.Lock()
+	defer m.slackAuthMu.Unlock()
 	if m.slackAuth == nil {
 		return
 	}

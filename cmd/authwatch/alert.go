@@ -160,8 +160,9 @@ type incidentStage struct {
 	log    *slog.Logger
 	engine *incident.Engine
 	notify *alerting.Dispatcher
-	// alertingYAML is the alerting section in force, to tell a reload
-	// that changes it, which needs a restart.
+	// alertingYAML is the alerting section in force, so that a reload
+	// rebuilds the notifiers only when it changed. Only reload, which
+	// reloadOnHUP calls from one goroutine, reads and writes it.
 	alertingYAML []byte
 
 	mu        sync.Mutex // guards consumers
@@ -236,18 +237,28 @@ func (s *incidentStage) Run(ctx context.Context) error {
 // ready reports the Slack credential check.
 func (s *incidentStage) ready() error { return s.notify.Ready() }
 
-// reload swaps in the policies of cfg, keeping windows and open
-// incidents by policy name. Alerting changes need a restart; reload logs
-// a warning when the section changed.
-func (s *incidentStage) reload(cfg config) error {
+// reload swaps in the notifiers and policies of cfg, which loadConfig
+// has validated. Windows, open incidents, Slack threads and queued
+// notifications carry over. The notifiers go first because building them
+// reads secret files, the one step that can still fail; on failure
+// nothing changes.
+func (s *incidentStage) reload(ctx context.Context, cfg config) error {
+	y, err := yaml.Marshal(cfg.Alerting)
+	if err != nil {
+		return err
+	}
+	if !bytes.Equal(y, s.alertingYAML) {
+		if err := s.notify.Reconfigure(ctx, cfg.Alerting); err != nil {
+			return err
+		}
+		s.alertingYAML = y
+		s.log.Info("alerting reconfigured", "channels", s.notify.Channels())
+	}
 	events, err := s.engine.Reconfigure(cfg.incidentConfig(), time.Now())
 	if err != nil {
 		return err
 	}
 	s.emit(events)
-	if y, err := yaml.Marshal(cfg.Alerting); err == nil && !bytes.Equal(y, s.alertingYAML) {
-		s.log.Warn("alerting section changed; the notifiers keep the old one until the next restart")
-	}
 	return nil
 }
 

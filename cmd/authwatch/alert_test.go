@@ -189,19 +189,23 @@ storm: {workloads: 20, window: 1m}
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := stage.reload(cfg2); err != nil {
+	if err := stage.reload(t.Context(), cfg2); err != nil {
 		t.Fatal(err)
 	}
-	if strings.Contains(logs.String(), "alerting section changed") {
-		t.Error("reload without alerting changes warned about them")
+	if strings.Contains(logs.String(), "alerting reconfigured") {
+		t.Error("reload without alerting changes rebuilt the notifiers")
 	}
 	cfg3 := cfg2
-	cfg3.Alerting.Webhooks = []alerting.WebhookConfig{{URL: "https://hooks.example/x", SecretEnv: "KEY"}}
-	if err := stage.reload(cfg3); err != nil {
+	cfg3.Alerting.Webhooks = []alerting.WebhookConfig{{URL: "https://hooks.example/x", SecretEnv: "AUTHWATCH_TEST_MISSING_KEY"}}
+	if err := stage.reload(t.Context(), cfg3); err == nil || !strings.Contains(err.Error(), "alerting.webhooks[0].secret_env") {
+		t.Errorf("reload with a missing webhook key = %v, want an error naming alerting.webhooks[0].secret_env", err)
+	}
+	t.Setenv("AUTHWATCH_TEST_MISSING_KEY", "k3y")
+	if err := stage.reload(t.Context(), cfg3); err != nil {
 		t.Fatal(err)
 	}
-	if !strings.Contains(logs.String(), "alerting section changed") {
-		t.Error("reload with a new webhook did not warn that it needs a restart")
+	if got := strings.Join(stage.notify.Channels(), ","); got != "webhook:webhook-0" {
+		t.Errorf("channels after reload = %q, want the new webhook", got)
 	}
 	openAfter := stage.engine.Open()
 	if len(openAfter) != 1 || openAfter[0].ID != openBefore[0].ID {

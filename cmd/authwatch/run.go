@@ -406,7 +406,7 @@ func reloadOnHUP(ctx context.Context, log *slog.Logger, path string, pipe *pipel
 			m, err = compileRules(cfg.Rules)
 		}
 		if err == nil {
-			err = stage.reload(cfg)
+			err = stage.reload(ctx, cfg)
 		}
 		if err != nil {
 			dm.reloadOK.Set(0)
