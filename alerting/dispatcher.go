@@ -252,10 +252,11 @@ func (s *notifierSet) close() {
 	}
 }
 
-// Reconfigure validates cfg, reads its secrets and swaps in its notifiers,
-// keeping Slack threads, open alerts and queued requests wherever the new
-// configuration still has their channel or webhook; the rest are dropped
-// and logged. On error the running notifiers stay. While Run runs, the
+// Reconfigure validates cfg, reads its secrets and swaps in its
+// notifiers. Slack threads, open alerts and queued requests move over
+// wherever the new configuration still has their channel or webhook. The
+// rest are dropped, logged and counted. On error the running notifiers
+// stay. While Run runs, the
 // swap first stops the old notifiers: a request in flight is cancelled
 // and stays queued, so it may go out twice if the receiver had already
 // taken it.
