@@ -45,12 +45,16 @@ func repoBinary(t *testing.T, name string) string {
 }
 
 // renderChart runs `helm template` on deploy/helm/authwatch with release
-// name release in namespace, and --set args.
+// name release in namespace, values files (relative to the repository
+// root unless absolute), and --set args.
 func renderChart(t *testing.T, release, namespace string, values []string, sets ...string) []byte {
 	t.Helper()
 	args := []string{"template", release, filepath.Join(repoRoot, "deploy/helm/authwatch"), "--namespace", namespace}
 	for _, v := range values {
-		args = append(args, "--values", filepath.Join(repoRoot, v))
+		if !filepath.IsAbs(v) {
+			v = filepath.Join(repoRoot, v)
+		}
+		args = append(args, "--values", v)
 	}
 	for _, s := range sets {
 		args = append(args, "--set", s)
