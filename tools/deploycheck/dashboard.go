@@ -30,6 +30,9 @@ var knownMetrics = map[string]bool{
 	"authwatch_token_expiry_timestamp_seconds":                true,
 	"authwatch_config_last_reload_successful":                 true,
 	"authwatch_build_info":                                    true,
+	"authwatch_notification_queue_length":                     true,
+	"authwatch_notification_delivery_seconds_bucket":          true,
+	"authwatch_checkpoint_last_success_timestamp_seconds":     true,
 }
 
 // workloadMetrics carry the namespace and workload labels, so queries of
