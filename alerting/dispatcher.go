@@ -55,13 +55,14 @@ type Dispatcher struct {
 	// a reload that exports the old queues misses no event.
 	setMu sync.RWMutex
 	set   *notifierSet
-	// swaps carries a new set from Reconfigure to Run, which stops the
-	// old workers before installing it; done reports the install.
-	swaps chan swapRequest
+	// wake tells Run that Reconfigure left a pending set; Run stops the
+	// old workers before installing it.
+	wake chan struct{}
 
-	mu      sync.Mutex // guards results and running
+	mu      sync.Mutex // guards results, running and pending
 	results map[string]Result
 	running bool
+	pending *swapRequest
 }
 
 // notifierSet is one configuration's notifiers.
@@ -74,6 +75,8 @@ type notifierSet struct {
 	ownClient *http.Client
 }
 
+// swapRequest is a set waiting for Run to install it; done is closed
+// once it is installed, or superseded by a later request.
 type swapRequest struct {
 	set  *notifierSet
 	done chan struct{}
@@ -115,7 +118,7 @@ func New(opts Options) (*Dispatcher, error) {
 		version:    opts.Version,
 		registerer: opts.Registerer,
 		httpClient: opts.HTTPClient,
-		swaps:      make(chan swapRequest),
+		wake:       make(chan struct{}, 1),
 		results:    map[string]Result{},
 	}
 	if d.now == nil {
@@ -208,11 +211,6 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.mu.Lock()
 	d.running = true
 	d.mu.Unlock()
-	defer func() {
-		d.mu.Lock()
-		d.running = false
-		d.mu.Unlock()
-	}()
 	for {
 		set := d.current()
 		setCtx, stop := context.WithCancel(ctx)
@@ -220,16 +218,26 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 		set.run(setCtx, &wg)
 		select {
 		case <-ctx.Done():
-			stop()
-			wg.Wait()
-			set.close()
-			return nil
-		case req := <-d.swaps:
-			stop()
-			wg.Wait()
+		case <-d.wake:
+		}
+		stop()
+		wg.Wait()
+		d.mu.Lock()
+		req := d.pending
+		d.pending = nil
+		if ctx.Err() != nil {
+			d.running = false
+		}
+		d.mu.Unlock()
+		if req != nil {
+			// Installed even at shutdown, so that Export returns the new
+			// set's view and the Reconfigure call returns.
 			d.install(req.set)
-			set.close()
 			close(req.done)
+		}
+		set.close()
+		if ctx.Err() != nil {
+			return nil
 		}
 	}
 }
@@ -269,20 +277,29 @@ func (d *Dispatcher) Reconfigure(ctx context.Context, cfg Config) error {
 		return err
 	}
 	d.mu.Lock()
-	running := d.running
-	d.mu.Unlock()
-	if !running {
+	if !d.running {
+		d.mu.Unlock()
 		d.install(set)
 		return nil
 	}
-	req := swapRequest{set: set, done: make(chan struct{})}
+	req := &swapRequest{set: set, done: make(chan struct{})}
+	if d.pending != nil {
+		close(d.pending.done) // superseded by this one
+	}
+	d.pending = req
+	d.mu.Unlock()
 	select {
-	case d.swaps <- req:
+	case d.wake <- struct{}{}:
+	default: // Run has a wake-up pending already
+	}
+	select {
+	case <-req.done:
+		return nil
 	case <-ctx.Done():
+		// Run installs the set when it next looks; the caller stops
+		// waiting.
 		return ctx.Err()
 	}
-	<-req.done
-	return nil
 }
 
 // install moves the state of the current notifiers into set and makes it
