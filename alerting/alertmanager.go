@@ -87,6 +87,9 @@ func (a *alertmanagerNotifier) alert(in *incident.Incident, now time.Time) amAle
 	return al
 }
 
+// handle pushes opened and resolved incidents at once. An update only
+// refreshes the snapshot that the next periodic push sends, because the
+// engine reports updates about once a second per incident.
 func (a *alertmanagerNotifier) handle(ev incident.Event) {
 	in := ev.Incident
 	a.mu.Lock()
@@ -96,6 +99,9 @@ func (a *alertmanagerNotifier) handle(ev incident.Event) {
 		a.open[in.ID] = in
 	}
 	a.mu.Unlock()
+	if ev.Transition == incident.Updated {
+		return
+	}
 	a.queue.push(amPush{Alerts: []amAlert{a.alert(&in, ev.Time)}, Since: ev.Time})
 }
 

@@ -185,3 +185,36 @@ func TestAlertmanagerRealServer(t *testing.T) {
 		}
 	}
 }
+
+func TestAlertmanagerUpdatesWaitForRefresh(t *testing.T) {
+	var mu sync.Mutex
+	var posts []int
+	am := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var alerts []amAlert
+		_ = json.NewDecoder(r.Body).Decode(&alerts)
+		mu.Lock()
+		posts = append(posts, len(alerts))
+		mu.Unlock()
+	}))
+	defer am.Close()
+	h := newHarness(t, Config{Alertmanager: &AlertmanagerConfig{URL: am.URL, RefreshInterval: time.Hour}})
+	h.start(t)
+	in := sampleIncident("shop", "Deployment/api", 5)
+	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: in, Time: t0})
+	for range 50 {
+		in.Count++
+		h.d.Notify(incident.Event{Transition: incident.Updated, Incident: in, Time: t0})
+	}
+	in.State, in.ResolvedAt = incident.StateResolved, t0.Add(time.Minute)
+	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: in, Time: t0})
+	waitFor(t, "pushes", 30*time.Second, func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return h.d.Idle() && len(posts) >= 2
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	if len(posts) != 2 {
+		t.Errorf("alertmanager pushes = %d, want 2 (open and resolve; updates wait for the refresh)", len(posts))
+	}
+}
