@@ -199,8 +199,14 @@ func (s *incidentStage) emit(events []incident.Event) {
 		return
 	}
 	for _, ev := range events {
-		s.log.Info("incident transition", "transition", ev.Transition.String(), "policy", ev.Incident.Key.Policy, "namespace", ev.Incident.Key.Namespace,
-			"workload", ev.Incident.Key.Workload, "incident", ev.Incident.ID, "count", ev.Incident.Count, "folded", ev.Incident.Folded)
+		// Updates come about once a second per firing incident: Debug.
+		level := slog.LevelInfo
+		if ev.Transition == incident.Updated {
+			level = slog.LevelDebug
+		}
+		s.log.Log(context.Background(), level, "incident transition", "transition", ev.Transition.String(),
+			"policy", ev.Incident.Key.Policy, "namespace", ev.Incident.Key.Namespace, "workload", ev.Incident.Key.Workload,
+			"incident", ev.Incident.ID, "count", ev.Incident.Count, "folded", ev.Incident.Folded)
 	}
 	s.notify.Notify(events...)
 	s.mu.Lock()
