@@ -39,11 +39,18 @@ var deployNamespaces = []string{"authwatch", "town-builder", "payments", "iribal
 // TestDeployManifestsDryRun applies every kustomization and chart
 // rendering with --dry-run=server, so the API server runs its validation
 // and admission (RBAC escalation checks and Pod Security included) on each
-// object without storing it.
+// object without storing it. Any warning fails the test.
 func TestDeployManifestsDryRun(t *testing.T) {
 	ctx := t.Context()
 	for _, ns := range deployNamespaces {
 		newNamespace(t, ns)
+	}
+	// The Deployment's pod must pass the restricted Pod Security Standard;
+	// a violation is a warning, which --warnings-as-errors turns into an
+	// error.
+	if _, err := cluster.Kubectl(ctx, "label", "--overwrite", "namespace", "authwatch",
+		"pod-security.kubernetes.io/enforce=restricted", "pod-security.kubernetes.io/enforce-version=latest"); err != nil {
+		t.Fatal(err)
 	}
 	for _, dir := range deployKustomizations {
 		t.Run(dir, func(t *testing.T) {
@@ -51,7 +58,7 @@ func TestDeployManifestsDryRun(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			out, err := cluster.Kubectl(ctx, "apply", "--dry-run=server", "-k", filepath.Join(repoRoot, dir))
+			out, err := cluster.Kubectl(ctx, "--warnings-as-errors", "apply", "--dry-run=server", "-k", filepath.Join(repoRoot, dir))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -65,7 +72,7 @@ func TestDeployManifestsDryRun(t *testing.T) {
 			if err := os.WriteFile(file, rendered, 0o600); err != nil {
 				t.Fatal(err)
 			}
-			out, err := cluster.Kubectl(ctx, "apply", "--dry-run=server", "-f", file)
+			out, err := cluster.Kubectl(ctx, "--warnings-as-errors", "apply", "--dry-run=server", "-f", file)
 			if err != nil {
 				t.Fatal(err)
 			}
