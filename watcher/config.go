@@ -51,8 +51,9 @@ type Config struct {
 	// reopened stream starts. It must cover the timestamp skew between
 	// interleaved stdout and stderr lines.
 	ResumeMargin Duration `yaml:"resume_margin"`
-	// StallMin and StallMax bound the stall timeout, which otherwise
-	// follows the stream's own line rate (StallFactor mean gaps).
+	// StallMin and StallMax bound the stall timeout: StallFactor times
+	// the mean gap between the stream's line timestamps, or StallMax
+	// until a few gaps are known.
 	StallMin    Duration `yaml:"stall_min"`
 	StallMax    Duration `yaml:"stall_max"`
 	StallFactor float64  `yaml:"stall_factor"`

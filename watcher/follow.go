@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -218,36 +219,16 @@ func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *s
 	}
 	setState(stateStreaming)
 
-	// Watchdogs: each ends the request by cancelling sctx with a cause.
-	var lastRead atomic.Int64
-	var stallAfter atomic.Int64
+	// The watchdog ends the request by cancelling sctx with a cause.
+	var lastRead, stallAfter atomic.Int64
 	lastRead.Store(time.Now().UnixNano())
-	stallAfter.Store(int64(w.cfg.StallMax))
-	var stall *time.Timer
-	stall = time.AfterFunc(time.Duration(w.cfg.StallMin), func() {
-		idle := time.Duration(time.Now().UnixNano() - lastRead.Load())
-		limit := time.Duration(stallAfter.Load())
-		if idle >= limit {
-			cancel(errStall)
-			return
-		}
-		stall.Reset(limit - idle)
-	})
-	defer stall.Stop()
-	age := time.AfterFunc(time.Duration(w.cfg.MaxStreamAge), func() { cancel(errMaxAge) })
-	defer age.Stop()
-	if w.cfg.MaxStreams > 0 || w.cfg.MaxStreamsPerNode > 0 {
-		slice := time.Duration(w.cfg.TimeSlice)
-		var yield *time.Timer
-		yield = time.AfterFunc(slice, func() {
-			if w.slots.contended(s.source.Node) {
-				cancel(errTimeSlice)
-				return
-			}
-			yield.Reset(slice)
-		})
-		defer yield.Stop()
-	}
+	stallAfter.Store(int64(w.stallTimeout(s)))
+	var watchdog sync.WaitGroup
+	watchdog.Go(func() { w.watchdog(sctx, cancel, s.source.Node, &lastRead, &stallAfter) })
+	defer func() {
+		cancel(nil)
+		watchdog.Wait()
+	}()
 
 	margin := time.Duration(w.cfg.ResumeMargin)
 	lr := newLineReader(body, w.cfg.MaxLineBytes)
@@ -255,8 +236,6 @@ func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *s
 	var raw rawLine
 	out := outcome{}
 	var kubeletText bool
-	var gap time.Duration // mean gap between lines, for the stall timeout
-	prev := time.Now()
 	for {
 		err := lr.next(&raw)
 		if err != nil {
@@ -280,12 +259,6 @@ func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *s
 			return outcome{reason: reasonEOF, delivered: out.delivered, eof: true}
 		}
 
-		// Adapt the stall timeout to the stream's rate.
-		d := now.Sub(prev)
-		prev = now
-		gap = gap - gap/8 + d/8
-		stallAfter.Store(int64(min(max(time.Duration(w.cfg.StallFactor*float64(gap)), time.Duration(w.cfg.StallMin)), time.Duration(w.cfg.StallMax))))
-
 		id := lineID{nanos: raw.time.UnixNano(), hash: hashText(raw.text, raw.truncated)}
 		s.mu.Lock()
 		dup := s.res.seen(id)
@@ -308,6 +281,8 @@ func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *s
 		s.mu.Lock()
 		s.res.record(id, raw.time, margin)
 		s.mu.Unlock()
+		s.observeGap(raw.time)
+		stallAfter.Store(int64(w.stallTimeout(s)))
 		out.delivered++
 		s.lines.Inc()
 		if raw.truncated {
@@ -352,4 +327,78 @@ func limitText(b []byte, n int) []byte {
 		return b[:n]
 	}
 	return b
+}
+
+// minGaps is how many gaps between lines a stream must have shown before
+// its stall timeout drops below StallMax.
+const minGaps = 4
+
+// observeGap updates the stream's mean gap between lines. It uses the
+// lines' own timestamps, so the container's write rate counts, not the
+// bursts in which a reopened stream catches up. Only the stream's
+// goroutine calls it.
+func (s *stream) observeGap(ts time.Time) {
+	if !s.lastLine.IsZero() {
+		if d := ts.Sub(s.lastLine); d >= 0 {
+			if s.gaps == 0 {
+				s.meanGap = d
+			} else {
+				s.meanGap += (d - s.meanGap) / 8
+			}
+			s.gaps++
+		}
+	}
+	if ts.After(s.lastLine) {
+		s.lastLine = ts
+	}
+}
+
+// stallTimeout returns how long the stream may stay silent: StallFactor
+// mean gaps, within [StallMin, StallMax], and StallMax until the rate is
+// known.
+func (w *Watcher) stallTimeout(s *stream) time.Duration {
+	lo, hi := time.Duration(w.cfg.StallMin), time.Duration(w.cfg.StallMax)
+	if s.gaps < minGaps {
+		return hi
+	}
+	return min(max(time.Duration(w.cfg.StallFactor*float64(s.meanGap)), lo), hi)
+}
+
+// watchdog ends a request through cancel when the stream stalls, reaches
+// MaxStreamAge, or should yield its slot to a waiting stream. lastRead is
+// the time of the latest line in Unix nanoseconds and stallAfter the
+// current stall timeout; the reader updates both.
+func (w *Watcher) watchdog(ctx context.Context, cancel context.CancelCauseFunc, node string, lastRead, stallAfter *atomic.Int64) {
+	stall := time.NewTimer(time.Duration(w.cfg.StallMin))
+	defer stall.Stop()
+	age := time.NewTimer(time.Duration(w.cfg.MaxStreamAge))
+	defer age.Stop()
+	var slice <-chan time.Time
+	if w.cfg.MaxStreams > 0 || w.cfg.MaxStreamsPerNode > 0 {
+		t := time.NewTicker(time.Duration(w.cfg.TimeSlice))
+		defer t.Stop()
+		slice = t.C
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-stall.C:
+			idle := time.Duration(time.Now().UnixNano() - lastRead.Load())
+			limit := time.Duration(stallAfter.Load())
+			if idle >= limit {
+				cancel(errStall)
+				return
+			}
+			stall.Reset(limit - idle)
+		case <-age.C:
+			cancel(errMaxAge)
+			return
+		case <-slice:
+			if w.slots.contended(node) {
+				cancel(errTimeSlice)
+				return
+			}
+		}
+	}
 }

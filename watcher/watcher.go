@@ -144,7 +144,12 @@ type stream struct {
 	source       rules.Source
 	initialSince time.Time // zero reads the instance from its start
 	opened       bool      // set by the stream's goroutine on its first open
-	lines        prometheus.Counter
+	// The rate of the stream's lines, for the stall timeout; only the
+	// stream's goroutine uses these.
+	lastLine time.Time
+	meanGap  time.Duration
+	gaps     int
+	lines    prometheus.Counter
 
 	mu  sync.Mutex
 	res *resumeState
