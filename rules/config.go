@@ -17,7 +17,7 @@ type Config struct {
 }
 
 // Validate reports empty entries with their YAML paths under "rules".
-// Unknown rule ids are reported by Compile, which knows the packs.
+// Compile reports unknown rule ids, because only it has the packs.
 func (c Config) Validate() error {
 	var errs []error
 	for i, f := range c.Files {

@@ -1,8 +1,8 @@
 package rules
 
 // A minimal JSON reader for field conditions. It finds one member of an
-// object by a dotted path without decoding the rest and without allocating,
-// and it never fails loudly: on malformed input the field is not found.
+// object by a dotted path without decoding the rest and without allocating.
+// It returns no errors: on malformed input the field is not found.
 
 func skipSpace(b []byte, i int) int {
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {

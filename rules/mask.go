@@ -24,7 +24,8 @@ var (
 	maskJWT = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`)
 	// Credentials in key=value pairs, in quoted "key": "value" pairs (JSON,
 	// Python reprs) and in HTTP headers. An unquoted "key: value" is left
-	// alone because prose says "invalid token: token is expired".
+	// alone, because prose such as "invalid token: token is expired" has
+	// that shape.
 	maskKeyValue = regexp.MustCompile(`(?i)((?:\b|_)` + secretKeys + `\s*=\s*["']?|["'](?:[\w-]*[_-])?` + secretKeys + `["']\s*:\s*["']?|\b(?:x-api-key|x-auth-token|x-vault-token|private-token|cookie|set-cookie|x-amz-security-token|x-goog-api-key)\s*:\s*)([^\s"',;&})\]]+)`)
 	// Passwords in URLs: scheme://user:password@host.
 	maskURLUser = regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*://[^/\s:@"']+:)([^/\s@"']+)(@)`)
@@ -33,13 +34,14 @@ var (
 	maskVendor = regexp.MustCompile(`\b(?:(?:AKIA|ASIA)[A-Z0-9]{16}|xox[abposr]-[A-Za-z0-9-]{10,}|gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,}|glpat-[A-Za-z0-9_-]{20,}|AIza[0-9A-Za-z_-]{35})\b`)
 )
 
-// Mask returns a copy of text with credentials replaced by Masked: bearer
-// and Basic credentials, "Token <key>" headers, Authorization header
-// values, JSON Web Tokens, values of keys such as token, password, api_key
-// or secret, passwords in URLs and well-known vendor key formats. It is
-// meant for display and never returns text that shares memory with text.
+// Mask returns a copy of text with credentials replaced by Masked. It
+// recognises bearer and Basic credentials, "Token <key>" headers,
+// Authorization header values and JSON Web Tokens. It also masks the
+// values of keys such as token, password, api_key or secret, passwords in
+// URLs and well-known vendor key formats. It is meant for display and
+// never returns text that shares memory with text.
 //
-// Mask errs on the side of hiding: "password: YES" becomes "password: ***".
+// Mask errs on the side of hiding: "password=YES" becomes "password=***".
 // A credential in a format it does not know, such as a bare random string
 // with no key before it, stays visible.
 func Mask(text []byte) []byte {
@@ -105,7 +107,7 @@ func isCredentialByte(b byte) bool {
 }
 
 // secretKeyEnds are the endings of the key names in secretKeys and of the
-// header names that maskKeyValue knows.
+// header names that maskKeyValue matches.
 var secretKeyEnds = [...]string{"token", "key", "secret", "password", "passwd", "pwd", "passphrase", "cookie", "sig", "signature"}
 
 // hasSecretKey reports whether a key ending of secretKeyEnds is followed,
@@ -167,8 +169,8 @@ func maskGroup(re *regexp.Regexp, text []byte, g int) []byte {
 	return append(out, text[last:]...)
 }
 
-// looksLikeCredential tells a credential after "Bearer" or "Token" from a
-// word of prose: credentials contain a digit, or mix letter cases.
+// looksLikeCredential distinguishes a credential after "Bearer" or "Token"
+// from a word of prose. Credentials contain a digit, or mix letter cases.
 func looksLikeCredential(b []byte) bool {
 	var digit, upper, lower bool
 	for _, c := range b {

@@ -27,7 +27,7 @@ type Options struct {
 	Packs []PackFile
 	// Disable turns off the rules with these ids, as a pack's disable list.
 	Disable []string
-	// DisableName is how errors name the Disable list, such as
+	// DisableName is the name that errors give the Disable list:
 	// "rules.disable" for the configuration file (the default) or
 	// "--disable" for a flag.
 	DisableName string
@@ -43,7 +43,7 @@ type Matcher struct {
 	// the common words of regex conditions ("status", "http") do not send
 	// every line through the full pass of pf.
 	gate *prefilter
-	refs  [][]litRef     // per prefilter pattern, the rules that use it
+	refs [][]litRef // per prefilter pattern, the rules that use it
 	// scratch holds *scratch values, one per concurrent Match call,
 	// cleared before they return to the pool.
 	scratch sync.Pool
@@ -53,8 +53,8 @@ type Matcher struct {
 type scratch struct {
 	rules    []uint64 // candidate rules: one of their literals occurs
 	patterns []uint64 // prefilter patterns that occur
-	// hits are the pattern occurrences, up to its capacity; overflow
-	// tells that some were not recorded.
+	// hits are the pattern occurrences, up to its capacity. overflow is
+	// set when some were not recorded.
 	hits     []hit
 	overflow bool
 }
@@ -108,10 +108,10 @@ type alternative struct {
 	// pattern in the line. Both are nil when re yields no condition.
 	conjs []conjunction
 	conds [][][]int32
-	// When every match of re starts with one of a few strings, anchored
-	// is re tied to the start of its input and runs only where the
-	// prefilter saw one of those strings (startIDs), after a \b check
-	// when startWB is set. Go's regexp is slow on unanchored expressions
+	// When every match of re starts with one of a few strings (startIDs),
+	// anchored is re tied to the start of its input. It runs only where
+	// the prefilter saw one of those strings, after a \b check when
+	// startWB is set. Go's regexp is slow on unanchored expressions
 	// without a literal prefix, so this saves most of the cost.
 	anchored  *regexp.Regexp
 	startStrs []string

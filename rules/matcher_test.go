@@ -399,3 +399,21 @@ func TestPrefilterAnyAgainstFirst(t *testing.T) {
 		}
 	}
 }
+
+// each calls fn for every pattern occurrence that ends at or after offset
+// end, starting from the state that first returned.
+func (p *prefilter) each(text []byte, end int, s int32, fn func(id int32, end int)) {
+	for {
+		if s >= p.firstOut {
+			st := s / p.nclass
+			for _, id := range p.outIDs[p.outStart[st]:p.outStart[st+1]] {
+				fn(id, end)
+			}
+		}
+		if end >= len(text) {
+			return
+		}
+		s = p.trans[s+int32(p.class[text[end]])]
+		end++
+	}
+}

@@ -13,7 +13,7 @@ type prefilter struct {
 	outStart []int32 // per state (not premultiplied): outputs are outIDs[outStart[s]:outStart[s+1]]
 	outIDs   []int32 // pattern ids
 	patLen   []int32 // per pattern, its length in bytes
-	maxLen   int     // the longest pattern
+	maxLen   int     // length of the longest pattern, in bytes
 }
 
 func fold(b byte) byte {
@@ -166,6 +166,7 @@ func (p *prefilter) any(text []byte) bool {
 	a := text[:mid+p.maxLen-1]
 	b := text[mid:]
 	trans, class, firstOut := p.trans, &p.class, p.firstOut
+
 	var sa, sb int32
 	both := min(len(a), len(b))
 	for i := range both {
@@ -175,6 +176,7 @@ func (p *prefilter) any(text []byte) bool {
 			return true
 		}
 	}
+
 	for _, c := range a[both:] {
 		sa = trans[sa+int32(class[c])]
 		if sa >= firstOut {
@@ -188,23 +190,4 @@ func (p *prefilter) any(text []byte) bool {
 		}
 	}
 	return false
-}
-
-// each calls fn for every pattern occurrence that ends at or after offset
-// end, starting from the state that first returned. fn receives the pattern
-// id and the end offset of the occurrence.
-func (p *prefilter) each(text []byte, end int, s int32, fn func(id int32, end int)) {
-	for {
-		if s >= p.firstOut {
-			st := s / p.nclass
-			for _, id := range p.outIDs[p.outStart[st]:p.outStart[st+1]] {
-				fn(id, end)
-			}
-		}
-		if end >= len(text) {
-			return
-		}
-		s = p.trans[s+int32(p.class[text[end]])]
-		end++
-	}
 }

@@ -37,9 +37,9 @@ type Rule struct {
 
 // FieldCondition tests one field of a JSON line. Field is a key of the
 // top-level object, or a dotted path into nested objects ("error.code").
-// When Equals is set the value must equal one of its entries; when Contains
-// is set it must contain one of its entries; with neither, the field must
-// exist. Values compare as text: the number 401 equals "401".
+// When Equals is set, the value must equal one of its entries. When
+// Contains is set, it must contain one of its entries. With neither, the
+// field must exist. Values compare as text: the number 401 equals "401".
 type FieldCondition struct {
 	Field    string
 	Equals   []string

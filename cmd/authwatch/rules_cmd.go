@@ -17,6 +17,8 @@ import (
 	"github.com/authwatch/authwatch/rules"
 )
 
+var errNoRules = errors.New("no rules are active; remove some --disable flags")
+
 // ruleFlags select the rules of the scan and rules commands.
 type ruleFlags struct {
 	files   []string

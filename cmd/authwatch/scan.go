@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"cmp"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -21,13 +20,13 @@ import (
 
 type scanFlags struct {
 	ruleFlags
-	format       string
+	format        string
 	maxLineBytes  int
 	maxPrintBytes int
 	categories    []string
-	output       string
-	summary      bool
-	progress     string
+	output        string
+	summary       bool
+	progress      string
 }
 
 func newScanCmd() *cobra.Command {
@@ -60,7 +59,7 @@ func newScanCmd() *cobra.Command {
 	return cmd
 }
 
-// scanState is what one scan accumulates over its inputs.
+// scanState holds the output and the counts of one scan over its inputs.
 type scanState struct {
 	m          *rules.Matcher
 	categories []rules.Category // empty means all
@@ -103,7 +102,7 @@ func runScan(cmd *cobra.Command, f *scanFlags, args []string) error {
 		return &exitError{code: exitUsage, err: err}
 	}
 	stderr := cmd.ErrOrStderr()
-	showProgress, err := progressWanted(f.progress, stderr)
+	showProgress, err := progressEnabled(f.progress, stderr)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
@@ -170,7 +169,7 @@ func parseCategories(names []string) ([]rules.Category, error) {
 	return out, nil
 }
 
-func (st *scanState) wanted(c rules.Category) bool {
+func (st *scanState) selected(c rules.Category) bool {
 	if len(st.categories) == 0 {
 		return true
 	}
@@ -211,7 +210,7 @@ func (st *scanState) scanInput(cmd *cobra.Command, name string, opts logfile.Opt
 	n := 0
 	for r.Next(&line) {
 		matches = st.m.Match(&line, matches[:0])
-		if len(matches) > 0 && st.wanted(matches[0].Category) {
+		if len(matches) > 0 && st.selected(matches[0].Category) {
 			st.report(display, r.LineNumber(), &matches[0])
 		}
 		n++
@@ -333,7 +332,8 @@ func (st *scanState) writeJSON(source string, lineNo int, m *rules.Match) {
 		t := m.Line.Time.UTC()
 		jm.Time = &t
 	}
-	// Encode fails only on a write error, which Flush reports at the end.
+	// jsonMatch holds only strings, numbers and a time, so Encode can fail
+	// only on a write error, and Flush reports that at the end.
 	_ = st.enc.Encode(jm)
 }
 
@@ -350,12 +350,14 @@ func (st *scanState) writeSummary(maxLineBytes int) {
 	if st.matches == 0 {
 		return
 	}
+
 	cats := make([]string, 0, len(st.byCategory))
 	for c, n := range st.byCategory {
 		cats = append(cats, fmt.Sprintf("%s %d", c, n))
 	}
 	slices.Sort(cats)
 	fmt.Fprintf(w, "  by category: %s\n", strings.Join(cats, ", "))
+
 	type count struct {
 		rule string
 		n    int
@@ -401,7 +403,7 @@ type progress struct {
 	shown bool
 }
 
-func progressWanted(mode string, stderr io.Writer) (bool, error) {
+func progressEnabled(mode string, stderr io.Writer) (bool, error) {
 	switch mode {
 	case "always":
 		return true, nil
@@ -440,5 +442,3 @@ func (p *progress) clear() {
 	fmt.Fprint(p.w, "\r\033[K")
 	p.shown = false
 }
-
-var errNoRules = errors.New("no rules are active; remove some --disable flags")

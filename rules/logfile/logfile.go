@@ -20,10 +20,10 @@ import (
 // DefaultMaxLineBytes is the default cap on the length of a line.
 const DefaultMaxLineBytes = 1 << 20
 
-// headerRoom is how much longer than the cap a physical line may be, so
-// that a kubectl prefix (a pod name of up to 253 bytes and a container
-// name of up to 63), a timestamp and a CRI header never count against the
-// text.
+// headerRoom is how much longer than the cap a physical line may be. It
+// leaves room for a kubectl prefix (a pod name of up to 253 bytes and a
+// container name of up to 63), a timestamp and a CRI header, so that they
+// never count against the text.
 const headerRoom = 512
 
 // Format is the shape of the lines in one input.
@@ -65,7 +65,7 @@ func ParseFormat(s string) (Format, error) {
 type Options struct {
 	Format Format
 	// MaxLineBytes caps the text of a line, after CRI partial records are
-	// joined; the rest of the line is read and dropped, and the line is
+	// joined. The rest of the line is read and dropped, and the line is
 	// marked Truncated. Zero means DefaultMaxLineBytes.
 	MaxLineBytes int
 }
@@ -135,8 +135,8 @@ func (r *Reader) LineNumber() int { return r.recLine }
 // non-empty line has been read.
 func (r *Reader) Format() Format { return r.format }
 
-// Next reads the next record into l, reusing l.Text's memory is not
-// promised: l.Text is valid until the following call to Next. It returns
+// Next reads the next record into l. l.Text points into the Reader's
+// buffers and is valid until the following call to Next. Next returns
 // false at the end of the input or on an error (see Err).
 func (r *Reader) Next(l *rules.Line) bool {
 	for {

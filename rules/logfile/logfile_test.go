@@ -51,9 +51,9 @@ func TestReaderFormats(t *testing.T) {
 		stats  Stats
 	}{
 		{
-			name: "plain with CRLF and no final newline",
-			in:   "one\r\ntwo\n\nthree",
-			want: []record{{Text: "one", LineNo: 1}, {Text: "two", LineNo: 2}, {Text: "", LineNo: 3}, {Text: "three", LineNo: 4}},
+			name:  "plain with CRLF and no final newline",
+			in:    "one\r\ntwo\n\nthree",
+			want:  []record{{Text: "one", LineNo: 1}, {Text: "two", LineNo: 2}, {Text: "", LineNo: 3}, {Text: "three", LineNo: 4}},
 			stats: Stats{Lines: 4},
 		},
 		{
@@ -117,9 +117,9 @@ func TestReaderFormats(t *testing.T) {
 			stats:  Stats{Lines: 1, Malformed: 1},
 		},
 		{
-			name: "leading blank lines before detection",
-			in:   "\n\n2026-05-02T11:00:00Z stdout F hi\n",
-			want: []record{{Text: "", LineNo: 1}, {Text: "", LineNo: 2}, {Text: "hi", Time: "2026-05-02T11:00:00Z", LineNo: 3}},
+			name:  "leading blank lines before detection",
+			in:    "\n\n2026-05-02T11:00:00Z stdout F hi\n",
+			want:  []record{{Text: "", LineNo: 1}, {Text: "", LineNo: 2}, {Text: "hi", Time: "2026-05-02T11:00:00Z", LineNo: 3}},
 			stats: Stats{Lines: 3},
 		},
 	}
