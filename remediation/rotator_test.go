@@ -769,3 +769,29 @@ func TestRotateRenewalsBypassCircuitBreaker(t *testing.T) {
 		}
 	})
 }
+
+func TestResumeBeforeRestartReportsOnly(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		now := time.Now().UTC()
+		journal := `{"id":"r-old","holder":"authwatch-1","step":"patch","started":"` + now.Format(time.RFC3339) +
+			`","updated":"` + now.Format(time.RFC3339) + `"}`
+		h := newHarness(t, testTargetConfig(), testSecretObject("new", map[string]string{AnnotationJournal: journal}), testDeployment())
+
+		ctx, cancel := context.WithCancel(t.Context())
+		done := make(chan error, 1)
+		go func() { done <- h.rot.Run(ctx) }()
+		for h.reporter.finalOrNil() == nil {
+			time.Sleep(time.Second)
+		}
+		cancel()
+		<-done
+
+		rep := h.reporter.final(t)
+		if rep.Outcome != OutcomeFailed || !strings.Contains(rep.Message, "stopped at step patch before restarting the workloads") {
+			t.Errorf("final report = %s %q, want failed naming the step", rep.Outcome, rep.Message)
+		}
+		if w := writes(h.cs); len(w) != 0 {
+			t.Errorf("resumed rotation wrote %v", w)
+		}
+	})
+}
