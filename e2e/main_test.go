@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"sync"
 	"testing"
 	"time"
 
@@ -72,6 +73,22 @@ func runTests(m *testing.M) int {
 	return code
 }
 
+// testStarts holds when each test created its first namespace, to tell
+// its containers' lines from those of an earlier namespace of the same
+// name.
+var testStarts sync.Map // *testing.T -> time.Time
+
+// testRecords returns the lines the containers of ns wrote since the test
+// created its first namespace.
+func testRecords(t *testing.T, ns string) []nodeagent.Record {
+	v, ok := testStarts.Load(t)
+	if !ok {
+		t.Fatalf("testRecords(%q) called before newNamespace", ns)
+	}
+	start := v.(time.Time)
+	return agent.Records(ns, func(r nodeagent.Record) bool { return !r.Time.Before(start) })
+}
+
 // newNamespace creates a namespace for the test and returns its name.
 // The namespace is deleted when the test ends, which stops its pods, so
 // that endless scripts do not load the tests after it.
@@ -79,6 +96,9 @@ func newNamespace(t *testing.T, name string) string {
 	t.Helper()
 	if err := cluster.CreateNamespace(t.Context(), name); err != nil {
 		t.Fatal(err)
+	}
+	if _, loaded := testStarts.LoadOrStore(t, time.Now()); !loaded {
+		t.Cleanup(func() { testStarts.Delete(t) })
 	}
 	t.Cleanup(func() {
 		err := cluster.Client().CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})

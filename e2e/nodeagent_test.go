@@ -211,11 +211,11 @@ func TestNodeAgentStallAndSinceTime(t *testing.T) {
 			break
 		}
 	}
-	written := agent.CountRecords(ns, "tick")
+	written := len(testRecords(t, ns))
 	if l, ok := next(time.Second); ok {
 		t.Fatalf("stalled stream delivered %q", l)
 	}
-	if agent.CountRecords(ns, "tick") <= written {
+	if len(testRecords(t, ns)) <= written {
 		t.Fatal("container stopped writing during the stall")
 	}
 	resume()
@@ -224,7 +224,7 @@ func TestNodeAgentStallAndSinceTime(t *testing.T) {
 	}
 
 	// sinceTime has second precision; a line at or after it is sent.
-	recs := agent.Records(ns, nil)
+	recs := testRecords(t, ns)
 	pivot := recs[len(recs)/2].Time.Truncate(time.Second)
 	since := metav1.NewTime(pivot)
 	out, err := cluster.Client().CoreV1().Pods(ns).GetLogs("ticker", &corev1.PodLogOptions{SinceTime: &since}).DoRaw(ctx)
@@ -232,7 +232,7 @@ func TestNodeAgentStallAndSinceTime(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := strings.SplitN(string(out), "\n", 2)[0]
-	for _, r := range agent.Records(ns, nil) {
+	for _, r := range testRecords(t, ns) {
 		if !r.Time.Before(pivot) {
 			if r.Text != first {
 				t.Errorf("sinceTime=%s starts at %q, want %q, the first line at or after it", pivot.Format(time.RFC3339), first, r.Text)

@@ -5,6 +5,8 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -39,13 +41,14 @@ func createTownBuilder(t *testing.T, ns string, replicas int32, steps ...string)
 	}
 }
 
-// waitRecords waits until the lines the containers of ns wrote satisfy
-// done, and returns them.
+// waitRecords waits until the lines the containers of ns wrote since the
+// test began satisfy done, and returns them. Lines of an earlier test's
+// namespace of the same name are older, so they are left out.
 func waitRecords(t *testing.T, ns, what string, timeout time.Duration, done func([]nodeagent.Record) error) []nodeagent.Record {
 	t.Helper()
 	var recs []nodeagent.Record
 	err := harness.WaitFor(t.Context(), timeout, what, func(context.Context) (bool, error) {
-		recs = agent.Records(ns, nil)
+		recs = testRecords(t, ns)
 		err := done(recs)
 		return err == nil, err
 	})
@@ -318,4 +321,53 @@ func TestRunSurvivesAPIServerOutage(t *testing.T) {
 	if !d.running() || d.cmd.Process.Pid != pid {
 		t.Errorf("authwatch did not keep running through the outage: %v", d.waitErr)
 	}
+}
+
+func TestRunReopensStalledStream(t *testing.T) {
+	ns := newNamespace(t, "stalled")
+	kubeconfig := applyDeployRBAC(t)
+	config := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(config, []byte("watch:\n  stall_min: 2s\n  stall_max: 3s\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startAuthwatch(t, kubeconfig, "--config="+config, "-n", ns, "-l", "app=town-builder",
+		"--checkpoint-configmap=authwatch-checkpoint", "--checkpoint-namespace=authwatch")
+
+	createTownBuilder(t, ns, 1,
+		`emit count=300 every=20ms text="INFO town-builder: step {seq}"`,
+		`sleep forever`)
+	pods, err := cluster.RunningPods(t.Context(), ns, "app=town-builder", 1, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitRecords(t, ns, "pod writing", time.Minute, func(recs []nodeagent.Record) error {
+		if len(recs) < 20 {
+			return fmt.Errorf("%d lines so far", len(recs))
+		}
+		return nil
+	})
+
+	resume, err := agent.StallStreams(ns, pods[0].Name, "app")
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = harness.WaitFor(t.Context(), time.Minute, "authwatch reopening the stalled stream", func(ctx context.Context) (bool, error) {
+		s, err := d.metrics(ctx)
+		if err != nil {
+			return false, err
+		}
+		n := s.sum("authwatch_stream_reconnects_total", map[string]string{"reason": "stall"})
+		return n >= 1, fmt.Errorf("authwatch_stream_reconnects_total{reason=\"stall\"} = %v", n)
+	})
+	resume()
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs := waitRecords(t, ns, "pod writing 300 lines", time.Minute, func(recs []nodeagent.Record) error {
+		if len(recs) != 300 {
+			return fmt.Errorf("%d of 300 lines", len(recs))
+		}
+		return nil
+	})
+	waitLineCount(t, d, ns, workload, func() int { return len(recs) }, time.Minute)
 }
