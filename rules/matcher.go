@@ -77,8 +77,8 @@ type litRef struct {
 type compiledRule struct {
 	Rule
 	// alts are the top-level alternatives of Regex, compiled one by one so
-	// that only those whose literals occur in a line run: RE2 in Go costs
-	// time in proportion to the size of the expression.
+	// that only those whose literals occur in a line run, because Go's
+	// regexp slows down with the size of the expression.
 	alts []alternative
 	// excludes are the top-level alternatives of Exclude.Regex, each run
 	// only when one of its literals occurs (any, when it has none).
@@ -255,8 +255,8 @@ func boolInt(b bool) int {
 	return 0
 }
 
-// rank orders rules: auth rules before plain errors, then by severity, then
-// token expiry before other auth failures. Ties keep pack order.
+// rank orders rules: auth rules before plain errors, then by severity,
+// then token expiry before other auth failures. Compile breaks ties.
 func rank(r Rule) int {
 	v := int(r.Severity) * 4
 	switch r.Category {
@@ -268,9 +268,8 @@ func rank(r Rule) int {
 	return v
 }
 
-// compileRule compiles the expressions of r and resolves its prefilter
-// literals. It reports the path of the rule in its pack file when the rule
-// cannot be prefiltered.
+// compileRule compiles the expressions of r and fills in its derived
+// prefilter literals. parsePack has already checked the expressions.
 func compileRule(r Rule) (compiledRule, error) {
 	cr := compiledRule{Rule: r, json: r.JSON}
 	flags := "(?i)"
