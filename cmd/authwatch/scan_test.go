@@ -190,3 +190,29 @@ func TestScanNeverPrintsSecrets(t *testing.T) {
 		t.Errorf("only %d of %d runs matched; the runs must print the token lines to prove anything", matched, len(runs))
 	}
 }
+
+// TestScanProgress checks that --progress=always reports on standard
+// error during a long scan and clears its status line at the end.
+func TestScanProgress(t *testing.T) {
+	var in strings.Builder
+	for i := range 70000 { // the status line is updated every 65,536 lines at most
+		fmt.Fprintf(&in, "INFO request %d served\n", i)
+	}
+	in.WriteString("TokenExpiredError: jwt expired\n")
+	stdout, stderr, code := runCLI(t, in.String(), "scan", "--progress", "always", "--summary=false", "-")
+	if code != exitOK {
+		t.Fatalf("exit status %d, want 0", code)
+	}
+	if !strings.Contains(stderr, "(standard input): ") || !strings.Contains(stderr, "MiB read") {
+		t.Errorf("stderr has no progress line: %q", stderr)
+	}
+	if !strings.HasSuffix(stderr, "\r\033[K") {
+		t.Errorf("stderr does not end by clearing the status line: %q", stderr)
+	}
+	if strings.Contains(stdout, "MiB read") {
+		t.Error("progress went to standard output")
+	}
+	if _, _, code := runCLI(t, "", "scan", "--progress", "sometimes", "-"); code != exitUsage {
+		t.Errorf("--progress sometimes: exit status %d, want %d", code, exitUsage)
+	}
+}
