@@ -80,6 +80,9 @@ type compiledRule struct {
 	// that only those whose literals occur in a line run, because Go's
 	// regexp slows down with the size of the expression.
 	alts []alternative
+	// foldDerived is set when Literals were derived from a regex that turns
+	// on case folding itself, so they must match in any case.
+	foldDerived bool
 	// excludes are the top-level alternatives of Exclude.Regex, each run
 	// only when one of its literals occurs (any, when it has none).
 	excludes  []exclusion
@@ -325,6 +328,8 @@ func compileRule(r Rule) (compiledRule, error) {
 	if len(cr.Literals) == 0 {
 		// parsePack rejected rules without derivable literals.
 		cr.Literals = derivedLiterals(r)
+		// A "(?i)" inside the regex makes its literals case-insensitive.
+		cr.foldDerived = strings.Contains(r.Regex, "(?i")
 	}
 	return cr, nil
 }
@@ -346,6 +351,24 @@ func compileAlternatives(flags, expr string) ([]*regexp.Regexp, error) {
 		out = append(out, re)
 	}
 	return out, nil
+}
+
+// isFlagGroup reports whether s starts with a flag group such as "(?i)"
+// or "(?s-i)", which sets flags for the rest of the enclosing group.
+func isFlagGroup(s string) bool {
+	if !strings.HasPrefix(s, "(?") {
+		return false
+	}
+	for i := 2; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == ')':
+			return i > 2
+		case c == '-' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z':
+		default:
+			return false
+		}
+	}
+	return false
 }
 
 // splitTopLevel splits a regular expression at each "|" outside groups,
@@ -371,6 +394,10 @@ func splitTopLevel(expr string) []string {
 			if i+1 < len(expr) && expr[i+1] == ']' {
 				i++
 			}
+		case c == '(' && depth == 0 && isFlagGroup(expr[i:]):
+			// "(?i)" at the top level applies to the alternatives after
+			// it as well, so the parts cannot be compiled apart.
+			return []string{expr}
 		case c == '(':
 			depth++
 		case c == ')':
@@ -450,7 +477,7 @@ func (m *Matcher) buildPrefilter() int {
 		for _, l := range r.Literals {
 			id := intern(l)
 			ref := litRef{rule: int32(ri), word: r.WholeWords}
-			if r.CaseSensitive {
+			if r.CaseSensitive && !r.foldDerived {
 				ref.exact = []byte(l)
 			}
 			m.refs[id] = append(m.refs[id], ref)

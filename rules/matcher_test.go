@@ -427,3 +427,41 @@ func (p *prefilter) each(text []byte, end int, s int32, fn func(id int32, end in
 		end++
 	}
 }
+
+func TestSplitTopLevel(t *testing.T) {
+	tests := []struct {
+		expr string
+		want []string
+	}{
+		{`a|b`, []string{"a", "b"}},
+		{`(a|b)|c`, []string{"(a|b)", "c"}},
+		{`[|]|\||x`, []string{"[|]", "\\|", "x"}},
+		{`[]|]a|b`, []string{"[]|]a", "b"}},
+		{`[^]|]a|b`, []string{"[^]|]a", "b"}},
+		{`(?i)a|b`, []string{"(?i)a|b"}},
+		{`x(?-s)a|b`, []string{"x(?-s)a|b"}},
+		{`(?i:a)|b`, []string{"(?i:a)", "b"}},
+		{`(?P<n>a|b)`, []string{"(?P<n>a|b)"}},
+	}
+	for _, tc := range tests {
+		if diff := cmp.Diff(tc.want, splitTopLevel(tc.expr)); diff != "" {
+			t.Errorf("splitTopLevel(%q) (-want +got):\n%s", tc.expr, diff)
+		}
+	}
+}
+
+func TestMatchFlagGroupAcrossAlternatives(t *testing.T) {
+	m := compileTest(t, `
+rules:
+  - id: flags
+    category: error
+    case_sensitive: true
+    regex: 'Boom|(?i)crash|BANG'
+`)
+	for line, want := range map[string]bool{"Boom": true, "boom": false, "CRASH": true, "bang": true} {
+		got := len(m.Match(&Line{Text: []byte(line)}, nil)) == 1
+		if got != want {
+			t.Errorf("%q matched %v, want %v", line, got, want)
+		}
+	}
+}
