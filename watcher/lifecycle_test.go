@@ -43,6 +43,28 @@ func TestContainerRestartReadsPrevious(t *testing.T) {
 	if got := e.metric("authwatch_stream_reconnects_total", "reason", "container_restart"); got != 1 {
 		t.Errorf("reconnects{reason=container_restart} = %v, want 1", got)
 	}
+
+	// A second restart drops the first instance from the status: the
+	// watcher forgets it, and the new instance is followed.
+	e.srv.Log("cri://b").Close()
+	kubetest.Restart(pod, "app", "cri://c", time.Now())
+	e.srv.UpdatePod(pod)
+	e.srv.Log("cri://c").Write(time.Now(), "newest")
+	e.waitFor("the third instance's line", 10*time.Second, func() bool { return e.got.count("cri://c") >= 1 })
+	e.waitFor("the first instance forgotten", 10*time.Second, func() bool {
+		e.w.mu.Lock()
+		defer e.w.mu.Unlock()
+		for k := range e.w.streams {
+			if k.containerID == "cri://a" {
+				return false
+			}
+		}
+		return true
+	})
+	e.waitFor("the second instance finished", 10*time.Second, func() bool {
+		return e.metric("authwatch_streams_finished_total") == 2
+	})
+	assertExactlyOnce(t, e.got.texts("cri://b"), wantB)
 	if got := e.metric("authwatch_streams", "state", "streaming"); got != 1 {
 		t.Errorf("streams{state=streaming} = %v, want 1", got)
 	}

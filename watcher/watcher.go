@@ -371,6 +371,23 @@ func (w *Watcher) targets(pod *corev1.Pod) []target {
 	return out
 }
 
+// statusIDs returns the container IDs that pod's status names, current
+// and previous.
+func statusIDs(pod *corev1.Pod) map[string]bool {
+	ids := map[string]bool{}
+	for _, list := range [][]corev1.ContainerStatus{
+		pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses,
+	} {
+		for i := range list {
+			ids[list[i].ContainerID] = true
+			if lt := list[i].LastTerminationState.Terminated; lt != nil {
+				ids[lt.ContainerID] = true
+			}
+		}
+	}
+	return ids
+}
+
 func startedAt(s corev1.ContainerState) time.Time {
 	switch {
 	case s.Running != nil:
@@ -401,6 +418,15 @@ func (w *Watcher) reconcile(ctx context.Context, wg *sync.WaitGroup, key string,
 	}
 	if pod == nil {
 		return
+	}
+	// A finished instance that the status no longer names is never read
+	// again: forget it, so that a crash-looping pod does not fill the map
+	// and the checkpoint.
+	named := statusIDs(pod)
+	for k, s := range w.streams {
+		if k.podUID == pod.UID && !s.running && !named[k.containerID] && s.isDone() {
+			delete(w.streams, k)
+		}
 	}
 	workload := workloadOf(pod)
 	for _, t := range w.targets(pod) {
