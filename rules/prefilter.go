@@ -158,7 +158,7 @@ func (p *prefilter) first(text []byte) (int, int32) {
 // unseen.
 func (p *prefilter) any(text []byte) bool {
 	n := len(text)
-	if n < 4*p.maxLen || n < 64 {
+	if n < 2*p.maxLen || n < 32 {
 		end, _ := p.first(text)
 		return end >= 0
 	}
