@@ -182,3 +182,43 @@ func TestStreamNonMonotonicTimestamps(t *testing.T) {
 	time.Sleep(50 * time.Millisecond)
 	assertExactlyOnce(t, e.got.texts("cri://a"), want)
 }
+
+func TestResumeGapAfterRotation(t *testing.T) {
+	e := newEnv(t)
+	e.srv.SetLogFault(faultOnce(kubetest.FaultStall, 5))
+	e.runningPod("api-1", "cri://a")
+	log := e.srv.Log("cri://a")
+	log.SetMaxEntries(8)
+	lines := numbered("line", 15)
+	base := time.Now()
+	writeLines(log, base, lines[:5])
+	cfg := testConfig()
+	cfg.StallMin = Duration(500 * time.Millisecond)
+	cfg.StallMax = Duration(500 * time.Millisecond)
+	e.start(cfg, nil)
+	e.waitFor("5 lines", 10*time.Second, func() bool { return e.got.count("cri://a") >= 5 })
+	// While the stream stalls, the kubelet rotates lines 0 to 6 away.
+	writeLines(log, base.Add(time.Second), lines[5:])
+	e.waitFor("the lines after the rotation", 10*time.Second, func() bool { return e.got.count("cri://a") >= 13 })
+	time.Sleep(50 * time.Millisecond)
+	assertExactlyOnce(t, e.got.texts("cri://a"), append(lines[:5:5], lines[7:]...))
+	if got := e.metric("authwatch_stream_resume_gaps_suspected_total"); got != 1 {
+		t.Errorf("resume gaps suspected = %v, want 1", got)
+	}
+}
+
+func TestClockSkewCounted(t *testing.T) {
+	e := newEnv(t)
+	e.runningPod("api-1", "cri://a")
+	log := e.srv.Log("cri://a")
+	log.Write(time.Now(), "now")
+	log.Write(time.Now().Add(time.Minute), "from a node clock a minute ahead")
+	e.start(testConfig(), nil)
+	e.waitFor("2 lines", 10*time.Second, func() bool { return e.got.count("cri://a") >= 2 })
+	if got := e.metric("authwatch_log_lines_clock_skew_total"); got != 1 {
+		t.Errorf("clock skew lines = %v, want 1", got)
+	}
+	if got := e.metric("authwatch_log_line_read_lag_seconds"); got != 2 {
+		t.Errorf("read lag observations = %v, want 2", got)
+	}
+}
