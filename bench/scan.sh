@@ -55,8 +55,8 @@ read -r t_aw n_aw < <(best_of aw)
 read -r t_gr n_gr < <(best_of gr)
 read -r t_rg n_rg < <(best_of rgp)
 
-mibs() { echo "scale=0; $size_mib / $1" | bc -l; }
-ratio() { echo "scale=2; $t_gr / $1" | bc -l; }
+mibs() { printf '%.0f' "$(echo "$size_mib / $1" | bc -l)"; }
+ratio() { printf '%.2f' "$(echo "$t_gr / $1" | bc -l)"; }
 
 echo "file: $log ($size_mib MiB, $(wc -l <"$log") lines), fastest of $runs runs, $(nproc) cores"
 echo
