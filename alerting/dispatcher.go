@@ -456,6 +456,10 @@ type State struct {
 	OpenAlerts  []incident.Incident   `json:"open_alerts,omitempty"`
 	AlertPushes []amPush              `json:"alert_pushes,omitempty"`
 	Deliveries  map[string][]delivery `json:"deliveries,omitempty"`
+	// Notes are the Slack notes not yet sent, and NoteThreads the
+	// messages that later notes of a group reply to.
+	Notes       map[string]*noteBatch  `json:"notes,omitempty"`
+	NoteThreads map[string]*noteThread `json:"note_threads,omitempty"`
 }
 
 // Export returns the state to checkpoint. Call it while Run is stopped, or
@@ -475,6 +479,7 @@ func (set *notifierSet) export() State {
 		for id, th := range n.threads {
 			s.Threads[id] = th.clone()
 		}
+		s.Notes, s.NoteThreads = n.exportNotes()
 		n.mu.Unlock()
 		s.SlackQueues = map[string][]slackJob{}
 		for ch, q := range n.queues {
@@ -545,6 +550,10 @@ func (set *notifierSet) importState(d *Dispatcher, s State) {
 				continue
 			}
 			for _, j := range jobs {
+				if j.Kind == jobNote {
+					// importNotes queues a job for each batch.
+					continue
+				}
 				if j.Kind == jobReply {
 					// The update timer queues the reply again from the
 					// thread's dirty flag.
@@ -558,6 +567,7 @@ func (set *notifierSet) importState(d *Dispatcher, s State) {
 				q.push(j)
 			}
 		}
+		n.importNotes(s.Notes, s.NoteThreads)
 	}
 	if a := set.am; a != nil {
 		a.mu.Lock()
@@ -579,8 +589,8 @@ func (set *notifierSet) importState(d *Dispatcher, s State) {
 
 // logDropped logs the queued requests of s that set has no notifier for.
 func logDropped(d *Dispatcher, set *notifierSet, s State) {
-	if set.slack == nil && (len(s.Threads) > 0 || len(s.SlackQueues) > 0) {
-		d.logger.Warn("slack state dropped: slack is no longer configured", "threads", len(s.Threads))
+	if set.slack == nil && (len(s.Threads) > 0 || len(s.SlackQueues) > 0 || len(s.Notes) > 0) {
+		d.logger.Warn("slack state dropped: slack is no longer configured", "threads", len(s.Threads), "note_batches", len(s.Notes))
 		for ch, jobs := range s.SlackQueues {
 			d.countDropped("slack:"+ch, len(jobs))
 		}

@@ -72,15 +72,29 @@ func TestSecretsNeverLeak(t *testing.T) {
 		"slack call failed with " + slackTok,
 		"POST " + "https://hooks.slack.com/services/T000/B000/" + hookPath + " 401 secret=" + hookKey,
 	}
+	openedID := ""
 	for i, text := range lines {
 		m := &rules.Match{RuleID: "leak", Category: rules.TokenExpired, Severity: rules.SeverityError,
 			Line: rules.Line{Text: []byte(text), Time: t0, Source: rules.Source{Namespace: "shop", Pod: "api-1", Container: "app", Workload: "Deployment/api"}}}
-		h.d.Notify(eng.Observe(m, t0.Add(time.Duration(i)*time.Second))...)
+		events := eng.Observe(m, t0.Add(time.Duration(i)*time.Second))
+		for _, ev := range events {
+			if ev.Transition == incident.Opened && openedID == "" {
+				openedID = ev.Incident.ID
+			}
+		}
+		h.d.Notify(events...)
 	}
 	h.d.Notify(eng.Tick(t0.Add(10 * time.Second))...)
+	// Notes, such as rotation steps, pass the same redaction, both as a
+	// reply in the incident's thread and as a message of their own.
+	if openedID == "" {
+		t.Fatal("no incident opened to attach a note to")
+	}
+	h.d.Note(Note{Incident: openedID, Group: "rot-leak", Text: "obtain done: got Bearer " + jwt + " for " + slackTok})
+	h.d.Note(Note{Group: "rot-manual", Title: "rotation with token=" + apiToken, Text: "patch failed: password=" + password + " access_token=" + lineToken, Last: true})
 	h.d.Notify(eng.Tick(t0.Add(10 * time.Minute))...)
 	waitFor(t, "deliveries", 30*time.Second, func() bool {
-		return h.d.Idle() && len(srv.Messages()) >= 2
+		return h.d.Idle() && len(srv.Messages()) >= 4
 	})
 
 	preview, err := h.d.Preview(incident.Event{Transition: incident.Resolved, Incident: sampleWithText(lines)})
@@ -108,6 +122,11 @@ func TestSecretsNeverLeak(t *testing.T) {
 	}
 	if !strings.Contains(outputs["slack"], "Bearer ****") {
 		t.Errorf("slack text lacks the masked bearer token; got:\n%.2000s", outputs["slack"])
+	}
+	for _, note := range []string{"obtain done: got Bearer ****", "patch failed: password=****"} {
+		if !strings.Contains(outputs["slack"], note) {
+			t.Errorf("slack requests lack the masked note %q", note)
+		}
 	}
 	if !strings.Contains(outputs["logs"], "notification failed") {
 		t.Errorf("error path did not log; logs:\n%s", outputs["logs"])

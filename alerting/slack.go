@@ -28,6 +28,8 @@ const (
 	jobJoin
 	jobResolveReply
 	jobResolveEdit
+	// jobNote sends the note batch that Thread names (see Note).
+	jobNote
 )
 
 // slackJob is one Slack request to make. The content is rendered from the
@@ -111,25 +113,29 @@ type slackNotifier struct {
 
 	queues map[string]*queue[slackJob] // by configured channel; fixed after construction
 
-	mu         sync.Mutex         // guards the fields below
-	threads    map[string]*Thread // by thread ID
-	groups     map[string]string  // open (not closing) thread ID by group
-	byIncident map[string]string  // thread ID by incident ID
-	authErr    error
+	mu          sync.Mutex             // guards the fields below
+	threads     map[string]*Thread     // by thread ID
+	groups      map[string]string      // open (not closing) thread ID by group
+	byIncident  map[string]string      // thread ID by incident ID
+	notes       map[string]*noteBatch  // queued notes by batch key
+	noteThreads map[string]*noteThread // posted note groups by group
+	authErr     error
 }
 
 func newSlackNotifier(d *Dispatcher, cfg SlackConfig, httpClient *http.Client, reg prometheus.Registerer) (*slackNotifier, error) {
 	n := &slackNotifier{
-		d:          d,
-		cfg:        cfg,
-		logger:     d.logger.With("notifier", "slack"),
-		redactor:   d.redactor,
-		once:       &d.once,
-		http:       httpClient,
-		queues:     map[string]*queue[slackJob]{},
-		threads:    map[string]*Thread{},
-		groups:     map[string]string{},
-		byIncident: map[string]string{},
+		d:           d,
+		cfg:         cfg,
+		logger:      d.logger.With("notifier", "slack"),
+		redactor:    d.redactor,
+		once:        &d.once,
+		http:        httpClient,
+		queues:      map[string]*queue[slackJob]{},
+		threads:     map[string]*Thread{},
+		groups:      map[string]string{},
+		byIncident:  map[string]string{},
+		notes:       map[string]*noteBatch{},
+		noteThreads: map[string]*noteThread{},
 	}
 	if cfg.TokenFile != "" || cfg.TokenEnv != "" {
 		token, err := loadSecret("alerting.slack", "token", cfg.TokenFile, cfg.TokenEnv)
@@ -344,6 +350,9 @@ func (n *slackNotifier) render(job slackJob, th *Thread) (message, string) {
 // do makes the request for job with retries. It returns ctx.Err() when
 // ctx ended so the job stays queued.
 func (n *slackNotifier) do(ctx context.Context, ch string, job slackJob) error {
+	if job.Kind == jobNote {
+		return n.doNote(ctx, ch, job)
+	}
 	n.mu.Lock()
 	live := n.threads[job.Thread]
 	if live == nil {
