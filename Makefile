@@ -39,11 +39,13 @@ test-e2e: kube-bins build $(HELM)
 		$(GO) test -tags e2e -count=1 -timeout 30m ./e2e/...
 
 # A control plane with a workload whose token expired, and authwatch
-# watching it, until Ctrl-C.
+# watching it, until Ctrl-C. DEMO_LISTEN is authwatch's metrics address.
+DEMO_LISTEN ?= 127.0.0.1:9090
+
 demo: kube-bins build
 	$(GO) build -o $(BIN)/authwatch-demo ./e2e/demo
 	AUTHWATCH_KUBE_BIN="$$(./e2e/kube/build.sh --print-dir "$(KUBE_CACHE)")" \
-		$(BIN)/authwatch-demo -authwatch $(BIN)/authwatch
+		$(BIN)/authwatch-demo -authwatch $(BIN)/authwatch -listen-address $(DEMO_LISTEN)
 
 bench-scan: build
 	./bench/scan.sh

@@ -56,7 +56,7 @@ func run(ctx context.Context, authwatch, listen, deployDir string) (err error) {
 	}
 	l, err := net.Listen("tcp", listen)
 	if err != nil {
-		return fmt.Errorf("cannot listen on %s: %w (pass -listen-address with a free port)", listen, err)
+		return fmt.Errorf("cannot listen on %s: %w (set DEMO_LISTEN, or pass -listen-address, with a free port)", listen, err)
 	}
 	l.Close()
 
