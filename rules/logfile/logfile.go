@@ -155,6 +155,7 @@ func (r *Reader) Next(l *rules.Line) bool {
 		case Prefix, PrefixTimestamps:
 			pod, ctr, rest, ok := r.splitPrefix(raw)
 			if !ok {
+				l.Source.Pod, l.Source.Container = "", ""
 				r.stats.Malformed++
 				r.emit(l, raw, time.Time{}, truncated)
 				return true

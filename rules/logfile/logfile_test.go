@@ -85,6 +85,15 @@ func TestReaderFormats(t *testing.T) {
 			stats: Stats{Lines: 2, Malformed: 1},
 		},
 		{
+			name: "prefix then a line without one",
+			in:   "[pod/web-0/app] hello\nno prefix here\n",
+			want: []record{
+				{Text: "hello", Pod: "web-0", Container: "app", LineNo: 1},
+				{Text: "no prefix here", LineNo: 2},
+			},
+			stats: Stats{Lines: 2, Malformed: 1},
+		},
+		{
 			name: "CRI partial records joined per stream",
 			in: "2026-05-02T11:00:00Z stdout P hel\n" +
 				"2026-05-02T11:00:01Z stderr F other stream\n" +
