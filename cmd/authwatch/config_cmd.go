@@ -14,13 +14,18 @@ func newConfigCmd() *cobra.Command {
 	}
 	cmd.AddCommand(&cobra.Command{
 		Use:   "validate FILE",
-		Short: "Check a configuration file without running; exit 0 when valid, 1 when not",
+		Short: "Check a configuration file and the rule packs it names without running; exit 0 when valid, 1 when not",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if _, err := loadConfig(args[0]); err != nil {
+			cfg, err := loadConfig(args[0])
+			if err != nil {
 				return &exitError{code: exitInvalid, err: err}
 			}
-			_, err := fmt.Fprintf(cmd.OutOrStdout(), "%s: valid\n", args[0])
+			// The packs are compiled as run would, so a bad rule fails here.
+			if _, err := compileRules(cfg.Rules); err != nil {
+				return &exitError{code: exitInvalid, err: fmt.Errorf("config %s: %w", args[0], err)}
+			}
+			_, err = fmt.Fprintf(cmd.OutOrStdout(), "%s: valid\n", args[0])
 			return err
 		},
 	})

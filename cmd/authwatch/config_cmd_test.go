@@ -23,6 +23,9 @@ func TestConfigValidate(t *testing.T) {
 			"watch.max_line_bytes: 10 is below the minimum of 1024",
 		}},
 		{"unknown-key.yaml", exitInvalid, []string{"line 2: field namespace not found in type watcher.Config"}},
+		{"missing-rules.yaml", exitInvalid, []string{
+			"authwatch: config testdata/config/missing-rules.yaml: rules.files: open testdata/config/no-such-pack.yaml: no such file or directory",
+		}},
 		{"bad-duration.yaml", exitInvalid, []string{
 			`authwatch: config testdata/config/bad-duration.yaml: line 2: invalid duration "5 minutes", want a form such as 30s or 5m`,
 		}},
