@@ -134,6 +134,8 @@ func runScan(cmd *cobra.Command, f *scanFlags, args []string) error {
 			failed = true
 		}
 		if err := cmd.Context().Err(); err != nil {
+			st.progress.clear()
+			fmt.Fprintln(stderr, "authwatch: scan: interrupted; the summary covers the lines read so far")
 			failed = true
 			break
 		}
