@@ -222,3 +222,30 @@ func TestClockSkewCounted(t *testing.T) {
 		t.Errorf("read lag observations = %v, want 2", got)
 	}
 }
+
+func TestConnectionDropped(t *testing.T) {
+	e := newEnv(t)
+	e.runningPod("api-1", "cri://a")
+	log := e.srv.Log("cri://a")
+	want := numbered("line", 20)
+	base := time.Now()
+	writeLines(log, base, want[:10])
+	e.start(testConfig(), nil)
+	e.waitFor("10 lines", 10*time.Second, func() bool { return e.got.count("cri://a") >= 10 })
+	watches := e.srv.Stats().WatchRequests
+	// The watch and the log stream share the connection that drops.
+	e.srv.DropConnections()
+	writeLines(log, base.Add(time.Second), want[10:])
+	e.runningPod("api-2", "cri://b")
+	e.srv.Log("cri://b").Write(base.Add(2*time.Second), "after the drop")
+	e.waitFor("20 lines", 10*time.Second, func() bool { return e.got.count("cri://a") >= 20 })
+	e.waitFor("the new pod's line", 10*time.Second, func() bool { return e.got.count("cri://b") >= 1 })
+	time.Sleep(50 * time.Millisecond)
+	assertExactlyOnce(t, e.got.texts("cri://a"), want)
+	if got := e.srv.Stats().WatchRequests; got <= watches {
+		t.Errorf("watch requests = %d after the drop, want more than %d", got, watches)
+	}
+	if got := e.metric("authwatch_stream_reconnects_total", "reason", "error"); got < 1 {
+		t.Errorf("reconnects{reason=error} = %v, want >= 1", got)
+	}
+}

@@ -58,6 +58,7 @@ type Server struct {
 	gen      chan struct{}                // guarded by mu; closed by GoAway to end open streams
 	stats    Stats                        // guarded by mu
 	logReqs  map[string]int               // guarded by mu; log requests per container ID
+	conns    map[net.Conn]struct{}        // guarded by mu; open client connections
 	closed   bool                         // guarded by mu
 	serveErr chan error
 }
@@ -94,6 +95,7 @@ func Start() (*Server, error) {
 		logs:    map[string]*Log{},
 		cms:     map[string]*corev1.ConfigMap{},
 		logReqs: map[string]int{},
+		conns:   map[net.Conn]struct{}{},
 		changed: make(chan struct{}),
 		gen:     make(chan struct{}),
 		rv:      100,
@@ -104,6 +106,16 @@ func Start() (*Server, error) {
 
 func (s *Server) serve(ln net.Listener) {
 	srv := &http.Server{Handler: http.HandlerFunc(s.route), TLSConfig: s.tlsCfg.Clone(), ReadHeaderTimeout: 10 * time.Second}
+	srv.ConnState = func(c net.Conn, st http.ConnState) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		switch st {
+		case http.StateNew:
+			s.conns[c] = struct{}{}
+		case http.StateClosed, http.StateHijacked:
+			delete(s.conns, c)
+		}
+	}
 	s.srv, s.ln = srv, ln
 	go func() { _ = srv.ServeTLS(ln, "", "") }()
 }
@@ -187,6 +199,16 @@ func (s *Server) GoAway() error {
 	s.mu.Unlock()
 	<-done
 	return nil
+}
+
+// DropConnections closes every client connection at the TCP level, with
+// no GOAWAY, as a crashed API server or a broken network path would.
+func (s *Server) DropConnections() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for c := range s.conns {
+		_ = c.Close()
+	}
 }
 
 // Stats returns the request counts so far.
