@@ -78,12 +78,25 @@ func rotate(ctx context.Context, stdout, stderr io.Writer, f *runFlags, target s
 	if err != nil {
 		return fmt.Errorf("kubernetes client: %w", err)
 	}
+	var reporter remediation.Reporter = &printReporter{w: stdout}
+	waitNotes := func() error { return nil }
+	if !plan {
+		// A manual rotation also reports in a Slack message of its own.
+		var notes noteSender
+		notes, waitNotes, err = startManualNotes(ctx, log, cfg)
+		if err != nil {
+			return &exitError{code: exitUsage, err: err}
+		}
+		if notes != nil {
+			reporter = reporters{reporter, noteReporter{notes: notes, cfg: cfg.Remediation}}
+		}
+	}
 	rot, err := newRotator(rotatorOptions{
 		log: log, reg: prometheus.NewRegistry(), cfg: cfg.Remediation, client: client, rest: rc,
-		reporter: &printReporter{w: stdout}, identity: identity() + "-manual",
+		reporter: reporter, identity: identity() + "-manual",
 	})
 	if err != nil {
-		return &exitError{code: exitUsage, err: err}
+		return &exitError{code: exitUsage, err: errors.Join(err, waitNotes())}
 	}
 
 	if plan {
@@ -104,16 +117,21 @@ func rotate(ctx context.Context, stdout, stderr io.Writer, f *runFlags, target s
 	if t, _ := cfg.Remediation.Target(target); !dryRun && !t.IsDryRun() {
 		stopWatch, err = watchRestarted(ctx, log, client, cfg, target, rot)
 		if err != nil {
-			return &exitError{code: 1, err: err}
+			return &exitError{code: 1, err: errors.Join(err, waitNotes())}
 		}
 	}
 	res := rot.Rotate(ctx, remediation.Trigger{Target: target, Manual: true, DryRun: dryRun})
 	stopWatch()
+	notesErr := waitNotes()
 	switch res.Outcome {
 	case remediation.OutcomeSucceeded, remediation.OutcomeDryRun:
+		if notesErr != nil {
+			// The rotation itself succeeded: warn, and keep exit code 0.
+			log.Warn("rotation report to slack incomplete", "err", notesErr)
+		}
 		return nil
 	}
-	return &exitError{code: 1, err: fmt.Errorf("rotation %s of %s: %s at step %s", res.ID, target, res.Outcome, res.Step)}
+	return &exitError{code: 1, err: errors.Join(fmt.Errorf("rotation %s of %s: %s at step %s", res.ID, target, res.Outcome, res.Step), notesErr)}
 }
 
 func targetNames(c remediation.Config) string {
@@ -182,9 +200,8 @@ func (p *printReporter) Report(_ context.Context, r remediation.Report) error {
 	return err
 }
 
-// logReporter records the rotation reports of the daemon in its log.
-// NOTE: replies in the incident's Slack thread need an alerting API for
-// remediation reports; until it exists the reports go to the log only.
+// logReporter records the rotation reports of the daemon in its log;
+// daemonReporter adds Slack.
 type logReporter struct{ log *slog.Logger }
 
 func (l logReporter) Report(_ context.Context, r remediation.Report) error {
