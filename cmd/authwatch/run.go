@@ -269,7 +269,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		return &exitError{code: exitUsage, err: err}
 	}
 	rot, err := newRotator(rotatorOptions{log: log, reg: reg, cfg: cfg.Remediation, client: client, rest: rc,
-		reporter: logReporter{log: log}, leader: leaderChecker(elector), identity: identity()})
+		reporter: daemonReporter(stage, logReporter{log: log}, cfg.Remediation), leader: leaderChecker(elector), identity: identity()})
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
@@ -279,7 +279,6 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	}
 
 	var store *checkpoint.Store
-	var saved []byte
 	if f.checkpointName != "" {
 		ns := f.checkpointNS
 		if ns == "" {
@@ -295,29 +294,15 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		if err != nil {
 			return err
 		}
-		if err := store.Load(ctx); err != nil {
-			return err
-		}
-		saved = store.Section(checkpointWatchSection)
-		if err := stage.restore(store); err != nil {
-			return err
-		}
 	}
 
-	w, err := watcher.New(watcher.Options{
-		Logger: log, Registerer: reg, Client: client, Handler: pipe,
-		Config: cfg.Watch, DefaultNamespace: contextNS, Checkpoint: saved,
-	})
-	if err != nil {
-		return &exitError{code: exitUsage, err: err}
-	}
-	if store != nil {
-		store.Register(checkpointWatchSection, w.MarshalCheckpoint)
-	}
+	// The watcher is built by lead, from the checkpoint read when this
+	// replica starts leading (see takeOver); a standby has none.
+	var current atomic.Pointer[watcher.Watcher]
 	srv, err := httpserver.New(httpserver.Options{
 		Logger: log, Gatherer: reg, Addr: f.listenAddress,
 		Ready: func() error {
-			if !w.Synced() {
+			if w := current.Load(); w == nil || !w.Synced() {
 				return errors.New("pod informers have not synced")
 			}
 			return stage.ready()
@@ -347,6 +332,22 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	// With --leader-election-lease only the leader runs lead: it streams,
 	// notifies and rotates, and a standby takes over from the checkpoint.
 	lead := func(ctx context.Context) error {
+		saved, err := takeOver(ctx, store, stage)
+		if err != nil {
+			return err
+		}
+		// lead runs once per process: losing the leadership ends it.
+		w, err := watcher.New(watcher.Options{
+			Logger: log, Registerer: reg, Client: client, Handler: pipe,
+			Config: cfg.Watch, DefaultNamespace: contextNS, Checkpoint: saved,
+		})
+		if err != nil {
+			return err
+		}
+		if store != nil {
+			store.Register(checkpointWatchSection, w.MarshalCheckpoint)
+		}
+		current.Store(w)
 		var inner sync.WaitGroup
 		sinkDone := make(chan struct{})
 		go func() { defer close(sinkDone); pipe.dispatch() }()
@@ -357,7 +358,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		if rot != nil {
 			inner.Go(func() { fail(rot.Run(ctx)) })
 		}
-		err := w.Run(ctx)
+		err = w.Run(ctx)
 		inner.Wait()
 		// Every stream has stopped: drain the matches, then record the
 		// resume points, so that a restart neither repeats nor skips.
