@@ -7,6 +7,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/tools/remotecommand"
 
@@ -237,6 +240,67 @@ func TestNodeAgentStallAndSinceTime(t *testing.T) {
 			if r.Text != first {
 				t.Errorf("sinceTime=%s starts at %q, want %q, the first line at or after it", pivot.Format(time.RFC3339), first, r.Text)
 			}
+			break
+		}
+	}
+}
+
+// TestNodeAgentSecretVolume checks that a script reads its token from a
+// Secret volume at each call and sees a patched Secret without a restart,
+// as with a kubelet's volume sync.
+func TestNodeAgentSecretVolume(t *testing.T) {
+	ctx := t.Context()
+	ns := newNamespace(t, "volume")
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "Bearer fresh" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		w.WriteHeader(http.StatusOK)
+	}))
+	defer api.Close()
+
+	secret := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "tok"}, StringData: map[string]string{"token": "stale"}}
+	if _, err := cluster.Client().CoreV1().Secrets(ns).Create(ctx, secret, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	createPod(t, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "client", Labels: map[string]string{"app": "client"}},
+		Spec: corev1.PodSpec{
+			Containers: []corev1.Container{{
+				Name:         "main",
+				Image:        nodeagent.ScriptImage,
+				Args:         []string{`auth url=` + api.URL + ` file=/var/run/tok/token every=100ms fail="denied {status}" ok="accepted"`, `sleep forever`},
+				VolumeMounts: []corev1.VolumeMount{{Name: "tok", MountPath: "/var/run/tok", ReadOnly: true}},
+			}},
+			Volumes: []corev1.Volume{{Name: "tok", VolumeSource: corev1.VolumeSource{Secret: &corev1.SecretVolumeSource{SecretName: "tok"}}}},
+		},
+	})
+	pods, err := cluster.RunningPods(ctx, ns, "app=client", 1, time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	restarts := pods[0].Status.ContainerStatuses[0].RestartCount
+	waitRecords(t, ns, "a denied call", 30*time.Second, func(recs []nodeagent.Record) error {
+		if len(recs) == 0 || recs[0].Text != "denied 401 Unauthorized" {
+			return fmt.Errorf("lines %v", recs)
+		}
+		return nil
+	})
+
+	patch := []byte(`{"stringData":{"token":"fresh"}}`)
+	if _, err := cluster.Client().CoreV1().Secrets(ns).Patch(ctx, "tok", types.MergePatchType, patch, metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	recs := waitRecords(t, ns, "the call accepted after the patch", 30*time.Second, func(recs []nodeagent.Record) error {
+		if len(recs) == 0 || recs[len(recs)-1].Text != "accepted" {
+			return fmt.Errorf("%d lines, none accepted yet", len(recs))
+		}
+		return nil
+	})
+	for _, r := range recs {
+		if r.Restart != restarts {
+			t.Errorf("line %q from restart %d, want every line from restart %d: the volume changed without a restart", r.Text, r.Restart, restarts)
 			break
 		}
 	}

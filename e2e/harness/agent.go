@@ -29,6 +29,9 @@ type AgentOptions struct {
 	Nodes []string
 	// RestartDelay is the pause before a container restarts; zero is 1s.
 	RestartDelay time.Duration
+	// VolumeSyncPeriod is how often Secret and ConfigMap volume files are
+	// refreshed; zero is 2s.
+	VolumeSyncPeriod time.Duration
 	// Logger receives the agent's log; nil discards it.
 	Logger *slog.Logger
 }
@@ -61,13 +64,14 @@ func (c *Cluster) StartNodeAgent(ctx context.Context, opts AgentOptions) (*nodea
 		return nil, fmt.Errorf("harness: node agent listener: %w", err)
 	}
 	agent, err := nodeagent.New(nodeagent.Options{
-		Client:       client,
-		Nodes:        opts.Nodes,
-		Listener:     l,
-		ServingCert:  cert,
-		ClientCAs:    c.ca.pool(),
-		Logger:       opts.Logger,
-		RestartDelay: opts.RestartDelay,
+		Client:           client,
+		Nodes:            opts.Nodes,
+		Listener:         l,
+		ServingCert:      cert,
+		ClientCAs:        c.ca.pool(),
+		Logger:           opts.Logger,
+		RestartDelay:     opts.RestartDelay,
+		VolumeSyncPeriod: opts.VolumeSyncPeriod,
 	})
 	if err != nil {
 		l.Close()

@@ -48,6 +48,10 @@ type Options struct {
 	// HTTPClient makes the requests of the "auth" script step; nil means a
 	// client with a 5s timeout.
 	HTTPClient *http.Client
+	// VolumeSyncPeriod is how often Secret and ConfigMap volume files are
+	// rewritten from the API. Zero means 2s; a kubelet takes up to about
+	// a minute plus its cache TTL.
+	VolumeSyncPeriod time.Duration
 }
 
 // Agent runs pods for its Nodes. Create it with New and start it with Run.
@@ -92,6 +96,9 @@ func New(opts Options) (*Agent, error) {
 	}
 	if opts.RestartDelay == 0 {
 		opts.RestartDelay = time.Second
+	}
+	if opts.VolumeSyncPeriod == 0 {
+		opts.VolumeSyncPeriod = 2 * time.Second
 	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{Timeout: 5 * time.Second}

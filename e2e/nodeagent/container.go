@@ -50,6 +50,9 @@ func (c *container) run(ctx context.Context) {
 			return
 		}
 		env, err := a.resolveEnv(ctx, c.pod.pod, &c.spec)
+		if err == nil {
+			err = c.pod.syncVolumes(ctx)
+		}
 		var prog program
 		reason := "CreateContainerConfigError"
 		if err == nil {

@@ -3,6 +3,7 @@ package nodeagent
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"time"
 
@@ -29,6 +30,9 @@ type podRunner struct {
 
 	mu          sync.Mutex // guards terminating
 	terminating bool
+
+	volDir string     // the pod's Secret and ConfigMap volume files
+	volMu  sync.Mutex // serializes syncVolumes
 }
 
 func (a *Agent) newPodRunner(pod *corev1.Pod) *podRunner {
@@ -49,10 +53,17 @@ func (a *Agent) newPodRunner(pod *corev1.Pod) *podRunner {
 func (p *podRunner) start(ctx context.Context) {
 	ctx, p.cancel = context.WithCancel(ctx)
 	p.a.log.Info("pod started", "namespace", p.key.namespace, "pod", p.key.name, "node", p.pod.Spec.NodeName)
+	dir, err := os.MkdirTemp("", "authwatch-nodeagent-volumes-")
+	if err != nil {
+		// Containers that read a volume fail to start and say why.
+		p.a.log.Error("volume folder not created", "namespace", p.key.namespace, "pod", p.key.name, "err", err)
+	}
+	p.volDir = dir
 	for _, c := range p.containers {
 		p.wg.Go(func() { c.run(ctx) })
 	}
 	p.wg.Go(func() { p.writeStatusLoop(ctx) })
+	p.wg.Go(func() { p.refreshVolumes(ctx) })
 	p.markDirty()
 }
 
@@ -61,6 +72,28 @@ func (p *podRunner) start(ctx context.Context) {
 func (p *podRunner) stop() {
 	p.cancel()
 	p.wg.Wait()
+	if p.volDir != "" {
+		os.RemoveAll(p.volDir)
+	}
+}
+
+// refreshVolumes rewrites the volume files every VolumeSyncPeriod, so a
+// patched Secret reaches running containers as a kubelet's sync does.
+func (p *podRunner) refreshVolumes(ctx context.Context) {
+	var last string
+	for sleepCtx(ctx, p.a.opts.VolumeSyncPeriod) {
+		err := p.syncVolumes(ctx)
+		msg := ""
+		if err != nil {
+			msg = err.Error()
+		}
+		if msg != last && ctx.Err() == nil {
+			if err != nil {
+				p.a.log.Warn("volume sync failed", "namespace", p.key.namespace, "pod", p.key.name, "err", err)
+			}
+			last = msg
+		}
+	}
 }
 
 // terminate stops the containers of a pod that is being deleted, reports

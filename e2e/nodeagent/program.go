@@ -140,8 +140,9 @@ func processEnv(env []string) []string {
 //	    DURATION (default 0) between lines. TEXT may hold {seq}, the
 //	    1-based number of the line within this instance, {restart} and
 //	    {pod}.
-//	auth url=URL env=NAME [scheme=Bearer] [every=DURATION] [tries=N] [fail=TEXT] [ok=TEXT]
-//	    calls GET URL with "Authorization: SCHEME $NAME" every DURATION
+//	auth url=URL (env=NAME | file=PATH) [scheme=Bearer] [every=DURATION] [tries=N] [fail=TEXT] [ok=TEXT]
+//	    calls GET URL with "Authorization: SCHEME $NAME", or with the
+//	    token in PATH on a volume mount, read at each call, every DURATION
 //	    (default 1s), writing fail (with {status}) after each failed
 //	    call, until a 2xx response, then writes ok and goes on. With
 //	    tries, it goes on after N failed calls too (0, the default, means
@@ -164,7 +165,7 @@ type step struct {
 
 var stepKeys = map[string][]string{
 	"emit":  {"count", "every", "stream", "text"},
-	"auth":  {"url", "env", "scheme", "every", "tries", "fail", "ok"},
+	"auth":  {"url", "env", "file", "scheme", "every", "tries", "fail", "ok"},
 	"sleep": {},
 	"exit":  {},
 	"loop":  {"times"},
@@ -231,8 +232,8 @@ func (st step) check() error {
 			return fmt.Errorf("stream=%q: want stdout or stderr", s)
 		}
 	case "auth":
-		if st.args["url"] == "" || st.args["env"] == "" {
-			return errors.New("auth needs url= and env=")
+		if st.args["url"] == "" || (st.args["env"] == "") == (st.args["file"] == "") {
+			return errors.New("auth needs url= and one of env= or file=")
 		}
 	case "sleep":
 		if v := st.args["value"]; v != "forever" {
@@ -354,7 +355,16 @@ func (s *script) auth(ctx context.Context, out *instance, client *http.Client, s
 			out.write("stderr", format("ERROR invalid auth url: "+err.Error()))
 			return sleepForever(ctx)
 		}
-		req.Header.Set("Authorization", scheme+" "+vars[st.args["env"]])
+		token := vars[st.args["env"]]
+		if file := st.args["file"]; file != "" {
+			b, err := out.c.readFile(file)
+			if err != nil {
+				out.write("stderr", format("ERROR read token file: "+err.Error()))
+				continue
+			}
+			token = strings.TrimSpace(string(b))
+		}
+		req.Header.Set("Authorization", scheme+" "+token)
 		resp, err := client.Do(req)
 		if err != nil {
 			if ctx.Err() != nil {

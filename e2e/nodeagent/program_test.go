@@ -2,11 +2,14 @@ package nodeagent
 
 import (
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	corev1 "k8s.io/api/core/v1"
 )
 
 func TestSplitWords(t *testing.T) {
@@ -45,7 +48,8 @@ func TestParseScriptErrors(t *testing.T) {
 		{[]string{"emit every=fast text=a"}, `every="fast" is not a duration`},
 		{[]string{"emit count=1"}, "emit needs text="},
 		{[]string{"emit colour=red text=a"}, `unknown argument "colour=red"`},
-		{[]string{"auth url=http://127.0.0.1:1/"}, "auth needs url= and env="},
+		{[]string{"auth url=http://127.0.0.1:1/"}, "auth needs url= and one of env= or file="},
+		{[]string{"auth url=http://127.0.0.1:1/ env=A file=/t"}, "auth needs url= and one of env= or file="},
 		{[]string{"sleep soon"}, `sleep "soon"`},
 		{[]string{"exit one"}, `exit "one"`},
 	}
@@ -93,5 +97,45 @@ func TestParseLogOptions(t *testing.T) {
 		if _, err := parseLogOptions(httptest.NewRequest("GET", "/containerLogs/ns/pod/c?"+q, nil)); err == nil {
 			t.Errorf("query %q accepted", q)
 		}
+	}
+}
+
+func TestWriteVolume(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "vol")
+	if err := writeVolume(dir, map[string][]byte{"token": []byte("one"), "sub/key": []byte("k")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeVolume(dir, map[string][]byte{"token": []byte("two")}); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(filepath.Join(dir, "token"))
+	if err != nil || string(got) != "two" {
+		t.Errorf("token = %q, %v; want the rewritten value %q", got, err, "two")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "sub", "key")); !os.IsNotExist(err) {
+		t.Errorf("file of a removed key still there: %v", err)
+	}
+}
+
+func TestHostPath(t *testing.T) {
+	c := &container{
+		pod: &podRunner{volDir: "/agent/pod"},
+		spec: corev1.Container{Name: "app", VolumeMounts: []corev1.VolumeMount{
+			{Name: "outer", MountPath: "/var/run"},
+			{Name: "tok", MountPath: "/var/run/tok/"},
+		}},
+	}
+	tests := map[string]string{
+		"/var/run/tok/token": "/agent/pod/tok/token",
+		"/var/run/other":     "/agent/pod/outer/other",
+	}
+	for in, want := range tests {
+		got, err := c.hostPath(in)
+		if err != nil || got != want {
+			t.Errorf("hostPath(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := c.hostPath("/etc/passwd"); err == nil {
+		t.Error("path outside every mount accepted")
 	}
 }
