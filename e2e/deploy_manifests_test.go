@@ -106,13 +106,37 @@ func TestDeployConfigsValidate(t *testing.T) {
 		var d appsv1.Deployment
 		findDoc(t, docs, "Deployment", &d)
 		cm := configMapOf(t, docs, &d)
-		file := filepath.Join(t.TempDir(), "config.yaml")
-		if err := os.WriteFile(file, []byte(cm.Data["config.yaml"]), 0o600); err != nil {
+		text := cm.Data["config.yaml"]
+		// The rule files that the configuration names are mounted from
+		// ConfigMaps: write them here and point the configuration at them.
+		dir := t.TempDir()
+		for _, m := range d.Spec.Template.Spec.Containers[0].VolumeMounts {
+			for _, v := range d.Spec.Template.Spec.Volumes {
+				if v.Name != m.Name || v.ConfigMap == nil || v.Name == "config" {
+					continue
+				}
+				for _, doc := range docs {
+					var mounted corev1.ConfigMap
+					if doc.Kind != "ConfigMap" || doc.Name != v.ConfigMap.Name || sigsyaml.Unmarshal(doc.Raw, &mounted) != nil {
+						continue
+					}
+					for key, data := range mounted.Data {
+						local := filepath.Join(dir, v.Name+"-"+key)
+						if err := os.WriteFile(local, []byte(data), 0o600); err != nil {
+							t.Fatal(err)
+						}
+						text = strings.ReplaceAll(text, filepath.Join(m.MountPath, key), local)
+					}
+				}
+			}
+		}
+		file := filepath.Join(dir, "config.yaml")
+		if err := os.WriteFile(file, []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		out, err := execOutput(repoBinary(t, "authwatch"), "config", "validate", file)
 		if err != nil {
-			t.Fatalf("authwatch config validate: %v\n%s\nconfig.yaml:\n%s", err, out, cm.Data["config.yaml"])
+			t.Fatalf("authwatch config validate: %v\n%s\nconfig.yaml:\n%s", err, out, text)
 		}
 
 		// config validate does not read rule files: compile the rules
