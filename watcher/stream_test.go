@@ -249,3 +249,38 @@ func TestConnectionDropped(t *testing.T) {
 		t.Errorf("reconnects{reason=error} = %v, want >= 1", got)
 	}
 }
+
+func TestRelabelAndReadinessReadNothingTwice(t *testing.T) {
+	e := newEnv(t)
+	pod := e.runningPod("api-1", "cri://a")
+	log := e.srv.Log("cri://a")
+	want := numbered("line", 15)
+	base := time.Now()
+	writeLines(log, base, want[:5])
+	e.start(testConfig(), nil)
+	e.waitFor("5 lines", 10*time.Second, func() bool { return e.got.count("cri://a") >= 5 })
+	opened := e.metric("authwatch_streams_opened_total")
+
+	// Readiness flips and repeated updates open nothing.
+	pod.Status.ContainerStatuses[0].Ready = false
+	e.srv.UpdatePod(pod)
+	pod.Status.ContainerStatuses[0].Ready = true
+	e.srv.UpdatePod(pod)
+	e.srv.UpdatePod(pod)
+	writeLines(log, base.Add(time.Second), want[5:10])
+	e.waitFor("10 lines", 10*time.Second, func() bool { return e.got.count("cri://a") >= 10 })
+	if got := e.metric("authwatch_streams_opened_total"); got != opened {
+		t.Errorf("streams opened = %v after readiness changes, want %v", got, opened)
+	}
+
+	// Relabelled out of the selector and back: the stream resumes.
+	pod.Labels = map[string]string{"app": "other"}
+	e.srv.UpdatePod(pod)
+	e.waitFor("the stream stopped", 10*time.Second, func() bool { return e.srv.Stats().OpenLogs == 0 })
+	writeLines(log, base.Add(2*time.Second), want[10:])
+	pod.Labels = map[string]string{"app": "api"}
+	e.srv.UpdatePod(pod)
+	e.waitFor("15 lines", 10*time.Second, func() bool { return e.got.count("cri://a") >= 15 })
+	time.Sleep(100 * time.Millisecond)
+	assertExactlyOnce(t, e.got.texts("cri://a"), want)
+}
