@@ -122,10 +122,12 @@ func (s *resumeState) prune() {
 const entrySize = 20
 
 // encodeWindow packs the window as (nanos, hash, count) records, newest
-// first. When it holds more than maxEntries, only whole seconds that fit
-// are kept (but always the second of the latest line), and the returned
-// floor moves up to match. A restart then may miss a line written out of
-// order across that floor, but never repeats one.
+// first, at most maxEntries of them. When the window holds more, only
+// whole seconds that fit are kept, and the returned floor moves up to
+// match. A restart then may miss a line written out of order across that
+// floor, but never repeats one. When even the latest line's second does
+// not fit, its newest maxEntries entries are kept with that second as the
+// floor, so a restart repeats that second's older lines.
 func (s *resumeState) encodeWindow(maxEntries int) ([]byte, time.Time) {
 	ids := make([]lineID, 0, len(s.window))
 	for id := range s.window {
@@ -148,6 +150,10 @@ func (s *resumeState) encodeWindow(maxEntries int) ([]byte, time.Time) {
 			}
 			ids = keep
 		}
+		// NOTE: over budget within one second, the older lines of that
+		// second are repeated after a restart; the ConfigMap size limit
+		// wins over exactly-once here.
+		ids = ids[:min(len(ids), maxEntries)]
 	}
 	out := make([]byte, 0, len(ids)*entrySize)
 	for _, id := range ids {

@@ -3,6 +3,7 @@ package watcher
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
@@ -10,8 +11,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes/fake"
+
+	"github.com/authwatch/authwatch/rules"
 )
 
 func TestLineReader(t *testing.T) {
@@ -92,8 +98,8 @@ func TestResumeWindowTrim(t *testing.T) {
 	}{
 		{max: 1000, wantFloor: base.Add(-3 * time.Second), wantN: 300},
 		{max: 150, wantFloor: base.Add(2 * time.Second), wantN: 100},
-		// Fewer than one second fits: the latest second is kept whole.
-		{max: 10, wantFloor: base.Add(2 * time.Second), wantN: 100},
+		// Not even the latest second fits: its newest entries are kept.
+		{max: 10, wantFloor: base.Add(2 * time.Second), wantN: 10},
 	}
 	for _, tc := range tests {
 		b, floor := s.encodeWindow(tc.max)
@@ -302,5 +308,47 @@ func TestConfigValidate(t *testing.T) {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Validate() error lacks %q:\n%v", want, err)
 		}
+	}
+}
+
+func TestCheckpointSizeBounded(t *testing.T) {
+	w, err := New(Options{
+		Logger: testLogger(t), Registerer: prometheus.NewRegistry(), Client: fake.NewClientset(),
+		Handler: HandlerFunc(func(*rules.Line) {}), Config: DefaultConfig(),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 500 busy streams, each with 300 lines in its latest second.
+	last := time.Date(2026, 12, 4, 10, 0, 0, 900_000_000, time.UTC)
+	for i := range 500 {
+		s := &stream{
+			key:    streamKey{podUID: types.UID(fmt.Sprintf("uid-%d", i)), container: "app", containerID: fmt.Sprintf("containerd://%064d", i)},
+			source: rules.Source{Namespace: "ns", Pod: fmt.Sprintf("api-%d", i)},
+			res:    newResumeState(),
+		}
+		for j := range 300 {
+			ts := last.Add(-time.Duration(j) * 3 * time.Millisecond)
+			s.res.record(lineID{nanos: ts.UnixNano(), hash: uint64(i*1000 + j)}, ts, 5*time.Second)
+		}
+		w.streams[s.key] = s
+	}
+	b, err := w.MarshalCheckpoint()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) > 450_000 {
+		t.Errorf("checkpoint of 500 busy streams is %d bytes, want at most 450000", len(b))
+	}
+	// The snapshot restores into a new watcher.
+	w2, err := New(Options{
+		Logger: testLogger(t), Registerer: prometheus.NewRegistry(), Client: fake.NewClientset(),
+		Handler: HandlerFunc(func(*rules.Line) {}), Config: DefaultConfig(), Checkpoint: b,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(w2.restored); n != 500 {
+		t.Errorf("restored %d streams, want 500", n)
 	}
 }

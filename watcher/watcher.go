@@ -516,13 +516,15 @@ var ErrCheckpointVersion = errors.New("watcher: unsupported checkpoint version")
 const checkpointVersion = 1
 
 // checkpointEntries is the budget of replay window entries in a
-// checkpoint, shared by all streams. An entry takes 20 bytes, about 27 as
-// base64, so the watch section stays under about 400 KB and leaves room
-// in the ConfigMap's 1 MiB for the other sections. Each stream gets at
-// least minCheckpointEntries.
+// checkpoint, shared by all streams. An entry takes 20 bytes of hash and
+// timestamp that gzip cannot shrink, so the watch section stays near
+// 400 KB and leaves room in the ConfigMap's 1 MiB for the incident and
+// alerting sections (256 KiB each). Each stream gets at least
+// minCheckpointEntries, so past checkpointEntries/minCheckpointEntries
+// streams the section grows beyond that.
 const (
-	checkpointEntries    = 12000
-	minCheckpointEntries = 64
+	checkpointEntries    = 20000
+	minCheckpointEntries = 16
 )
 
 type savedStreams struct {
