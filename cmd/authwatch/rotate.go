@@ -60,6 +60,7 @@ func rotate(ctx context.Context, stdout, stderr io.Writer, f *runFlags, target s
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
+	routeKlog(log)
 	if f.configFile == "" {
 		return &exitError{code: exitUsage, err: errors.New("missing --config: rotation targets come from the remediation section of the config file")}
 	}

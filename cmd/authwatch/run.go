@@ -23,7 +23,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	"k8s.io/klog/v2"
 
 	"github.com/authwatch/authwatch/internal/checkpoint"
 	"github.com/authwatch/authwatch/internal/httpserver"
@@ -227,8 +226,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
-	// client-go logs through klog; send it to the same handler.
-	klog.SetSlogLogger(log.With("component", "client-go"))
+	routeKlog(log)
 	cfg, err := loadConfig(f.configFile)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
