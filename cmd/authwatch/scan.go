@@ -2,14 +2,19 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -66,7 +71,6 @@ type scanState struct {
 	json       bool
 	maxPrint   int
 	out        *bufio.Writer
-	enc        *json.Encoder // writes to out
 	stderr     io.Writer
 	progress   *progress
 
@@ -117,8 +121,6 @@ func runScan(cmd *cobra.Command, f *scanFlags, args []string) error {
 		byCategory: map[rules.Category]int{},
 		byRule:     map[string]int{},
 	}
-	st.enc = json.NewEncoder(st.out)
-	st.enc.SetEscapeHTML(false)
 	if showProgress {
 		st.progress = &progress{w: stderr, start: time.Now()}
 	}
@@ -206,25 +208,9 @@ func (st *scanState) scanInput(cmd *cobra.Command, name string, opts logfile.Opt
 	defer r.Close()
 	st.inputs++
 
-	ctx := cmd.Context()
-	var line rules.Line
-	var matches []rules.Match
-	n := 0
-	for r.Next(&line) {
-		matches = st.m.Match(&line, matches[:0])
-		if len(matches) > 0 && st.selected(matches[0].Category) {
-			st.report(display, r.LineNumber(), &matches[0])
-		}
-		n++
-		if n&0xffff == 0 {
-			if ctx.Err() != nil {
-				break
-			}
-			st.progress.update(display, counter.n, st.lines+n, st.matches)
-		}
-	}
+	lines := st.scanLines(cmd.Context(), r, display, counter)
 	s := r.Stats()
-	st.lines += s.Lines
+	st.lines += lines
 	st.truncated += s.Truncated
 	st.malformed += s.Malformed
 	if err := r.Err(); err != nil {
@@ -233,21 +219,152 @@ func (st *scanState) scanInput(cmd *cobra.Command, name string, opts logfile.Opt
 	return nil
 }
 
-func (st *scanState) report(source string, lineNo int, m *rules.Match) {
-	st.matches++
-	st.byCategory[m.Category]++
-	st.byRule[m.RuleID]++
-	if st.json {
-		st.writeJSON(source, lineNo, m)
-		return
+// scanChunkBytes is the text that one chunk of lines carries to a worker.
+// Chunks spread the cost of handing work between goroutines over many
+// lines.
+const scanChunkBytes = 256 << 10
+
+// scanChunkLines bounds the lines of one chunk, so that a chunk of short
+// lines does not hold back the output for long.
+const scanChunkLines = 4096
+
+// scanChunk is a run of consecutive lines of one input, copied out of the
+// Reader's buffers, and the output rendered for them.
+type scanChunk struct {
+	text  []byte
+	ends  []int        // ends[i] is where line i ends in text
+	lines []rules.Line // the lines, with Text unset until matched
+	nums  []int        // physical line numbers, as Reader.LineNumber
+	// out is the rendered output of the lines that matched, in input
+	// order, and matched lists their rules for the summary.
+	out     bytes.Buffer
+	matched []matchedRule
+	done    chan struct{} // closed when out is complete
+}
+
+type matchedRule struct {
+	rule     string
+	category rules.Category
+}
+
+func (c *scanChunk) add(l *rules.Line, lineNo int) {
+	c.text = append(c.text, l.Text...)
+	c.ends = append(c.ends, len(c.text))
+	c.lines = append(c.lines, *l)
+	c.lines[len(c.lines)-1].Text = nil
+	c.nums = append(c.nums, lineNo)
+}
+
+func (c *scanChunk) full() bool {
+	return len(c.text) >= scanChunkBytes || len(c.lines) >= scanChunkLines
+}
+
+func (c *scanChunk) reset() {
+	c.text, c.ends, c.lines, c.nums = c.text[:0], c.ends[:0], c.lines[:0], c.nums[:0]
+	c.out.Reset()
+	c.matched = c.matched[:0]
+	c.done = make(chan struct{})
+}
+
+// scanLines reads r to the end, or until ctx is done, and reports the
+// matches in input order. It returns the number of lines read.
+//
+// One goroutine reads lines and copies them into chunks, GOMAXPROCS
+// workers match chunks and render their output, and the calling goroutine
+// writes that output in input order. At most 3×workers+1 chunks exist at
+// a time, so memory stays below that many times scanChunkBytes plus the
+// longest line.
+func (st *scanState) scanLines(ctx context.Context, r *logfile.Reader, display string, counter *countingReader) int {
+	workers := runtime.GOMAXPROCS(0)
+	free := make(chan *scanChunk, 3*workers+1)
+	for range cap(free) {
+		c := &scanChunk{}
+		c.reset()
+		free <- c
 	}
-	st.writeText(source, lineNo, m)
+	work := make(chan *scanChunk, workers)
+	pending := make(chan *scanChunk, 2*workers)
+
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		defer close(pending)
+		defer close(work)
+		var line rules.Line
+		c := <-free
+		n := 0
+		for r.Next(&line) {
+			c.add(&line, r.LineNumber())
+			if c.full() {
+				pending <- c
+				work <- c
+				c = <-free
+			}
+			n++
+			if n&0xffff == 0 && ctx.Err() != nil {
+				break
+			}
+		}
+		pending <- c
+		work <- c
+	})
+	for range workers {
+		wg.Go(func() {
+			for c := range work {
+				st.matchChunk(display, c)
+			}
+		})
+	}
+
+	lines := 0
+	for c := range pending {
+		<-c.done
+		_, _ = st.out.Write(c.out.Bytes()) // Flush reports a write error
+		for _, m := range c.matched {
+			st.matches++
+			st.byCategory[m.category]++
+			st.byRule[m.rule]++
+		}
+		lines += len(c.lines)
+		st.progress.update(display, counter.n.Load(), st.lines+lines, st.matches)
+		c.reset()
+		free <- c
+	}
+	wg.Wait()
+	return lines
+}
+
+// matchChunk matches the lines of c and renders the selected matches into
+// c.out. Workers call it concurrently on different chunks.
+func (st *scanState) matchChunk(source string, c *scanChunk) {
+	defer close(c.done)
+	var enc *json.Encoder
+	if st.json {
+		enc = json.NewEncoder(&c.out)
+		enc.SetEscapeHTML(false)
+	}
+	var matches []rules.Match
+	start := 0
+	for i := range c.lines {
+		l := &c.lines[i]
+		l.Text = c.text[start:c.ends[i]]
+		start = c.ends[i]
+		matches = st.m.Match(l, matches[:0])
+		if len(matches) == 0 || !st.selected(matches[0].Category) {
+			continue
+		}
+		m := &matches[0]
+		c.matched = append(c.matched, matchedRule{rule: m.RuleID, category: m.Category})
+		if st.json {
+			st.writeJSON(enc, source, c.nums[i], m)
+		} else {
+			st.writeText(&c.out, source, c.nums[i], m)
+		}
+	}
 }
 
 // writeText writes "<source>:<line>: [<time>] [pod/<pod>/<container>]
 // <category>[(<severity>)] <rule>: <masked text>".
-func (st *scanState) writeText(source string, lineNo int, m *rules.Match) {
-	w := st.out
+func (st *scanState) writeText(w *bytes.Buffer, source string, lineNo int, m *rules.Match) {
 	w.WriteString(source)
 	w.WriteByte(':')
 	w.WriteString(strconv.Itoa(lineNo))
@@ -290,7 +407,7 @@ func (st *scanState) printable(text []byte) (out []byte, cut int) {
 
 // writeEscaped writes text with control bytes other than tab escaped, so
 // that a log line cannot move the cursor or recolour a terminal.
-func writeEscaped(w *bufio.Writer, text []byte) {
+func writeEscaped(w *bytes.Buffer, text []byte) {
 	for _, b := range text {
 		if b < 0x20 && b != '\t' || b == 0x7f {
 			fmt.Fprintf(w, `\x%02x`, b)
@@ -315,7 +432,7 @@ type jsonMatch struct {
 	Fields    map[string]string `json:"fields,omitempty"`
 }
 
-func (st *scanState) writeJSON(source string, lineNo int, m *rules.Match) {
+func (st *scanState) writeJSON(enc *json.Encoder, source string, lineNo int, m *rules.Match) {
 	jm := jsonMatch{
 		Source:    source,
 		Line:      lineNo,
@@ -334,9 +451,9 @@ func (st *scanState) writeJSON(source string, lineNo int, m *rules.Match) {
 		t := m.Line.Time.UTC()
 		jm.Time = &t
 	}
-	// jsonMatch holds only strings, numbers and a time, so Encode can fail
-	// only on a write error, and Flush reports that at the end.
-	_ = st.enc.Encode(jm)
+	// jsonMatch holds only strings, numbers and a time, and a
+	// bytes.Buffer takes every write, so Encode cannot fail.
+	_ = enc.Encode(jm)
 }
 
 func (st *scanState) writeSummary(maxLineBytes int) {
@@ -385,14 +502,16 @@ func plural(n int, one, many string) string {
 	return many
 }
 
+// countingReader counts the bytes read through it. The count may be read
+// from another goroutine.
 type countingReader struct {
 	r io.Reader
-	n int64
+	n atomic.Int64
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	c.n += int64(n)
+	c.n.Add(int64(n))
 	return n, err
 }
 

@@ -110,6 +110,41 @@ func TestScanExitCodes(t *testing.T) {
 	}
 }
 
+// TestScanKeepsInputOrderAcrossChunks scans an input of many chunks, which
+// the workers match concurrently, and checks that every match is printed
+// once, in input order, with its line number.
+func TestScanKeepsInputOrderAcrossChunks(t *testing.T) {
+	var in strings.Builder
+	var want []int
+	for i := 1; i <= 3*scanChunkLines+17; i++ {
+		if i%97 == 0 {
+			fmt.Fprintf(&in, "2026-05-02 11:00:05 ERROR client: GET /api/towns/%d -> 401 Unauthorized\n", i)
+			want = append(want, i)
+			continue
+		}
+		fmt.Fprintf(&in, "2026-05-02 11:00:05 INFO worker: built %d houses in town %d\n", i%50, i)
+	}
+	stdout, stderr, code := runCLI(t, in.String(), "scan", "-")
+	if code != exitOK {
+		t.Fatalf("exit status %d, want 0; stderr:\n%s", code, stderr)
+	}
+	var got []int
+	for _, l := range strings.Split(strings.TrimSuffix(stdout, "\n"), "\n") {
+		var n int
+		if _, err := fmt.Sscanf(l, "(standard input):%d:", &n); err != nil {
+			t.Fatalf("output line %q: %v", l, err)
+		}
+		got = append(got, n)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("line numbers of the matches (-want +got):\n%s", diff)
+	}
+	wantSummary := fmt.Sprintf("%d lines, %d matches", 3*scanChunkLines+17, len(want))
+	if !strings.Contains(stderr, wantSummary) {
+		t.Errorf("summary %q does not contain %q", stderr, wantSummary)
+	}
+}
+
 // TestScanJSONOutputParses checks that every line of -o json is one JSON
 // object with the documented keys, including for invalid UTF-8 input.
 func TestScanJSONOutputParses(t *testing.T) {
