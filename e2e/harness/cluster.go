@@ -317,6 +317,9 @@ func (c *Cluster) StartAPIServer(ctx context.Context) error {
 			// The default reconciler publishes the bind address as the
 			// kubernetes Service endpoint, which rejects loopback.
 			"--endpoint-reconciler-type=none",
+			// Otherwise the server names a host interface in the URLs it
+			// generates.
+			"--external-hostname=127.0.0.1",
 			"--cert-dir=" + c.path("apiserver-certs"),
 			"--tls-cert-file=" + c.path("apiserver.crt"),
 			"--tls-private-key-file=" + c.path("apiserver.key"),
