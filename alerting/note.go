@@ -19,9 +19,11 @@ type Note struct {
 	// as a reply. Empty, or naming an incident without an open thread, the
 	// note goes to the thread of Group instead.
 	Incident string
-	// Group collects notes that have no incident thread into a Slack
-	// thread of their own: the first note of a group posts a new message
-	// headed by Title, later notes reply to it. A rotation ID is usual.
+	// Group keeps the notes of one report, such as a rotation, in one
+	// Slack thread. The first note delivered picks it: the incident's
+	// thread, or else a new message headed by Title. Later notes of the
+	// group reply there, also after the incident's thread closed on
+	// resolve. A rotation ID is usual.
 	Group string
 	// Key routes the new message of a group like an incident of that
 	// namespace and workload.
@@ -93,7 +95,7 @@ func (n *slackNotifier) handleNote(note Note) {
 	if th := n.threads[n.byIncident[note.Incident]]; note.Incident != "" && th != nil && n.client != nil {
 		key = "thread\x00" + th.ID
 		if b = n.notes[key]; b == nil {
-			b = &noteBatch{Thread: th.ID, Channel: th.Channel}
+			b = &noteBatch{Thread: th.ID, Group: note.Group, Channel: th.Channel, Title: note.Title}
 		}
 	} else {
 		group := note.Group
@@ -145,7 +147,7 @@ func (n *slackNotifier) doNote(ctx context.Context, ch string, job slackJob) err
 	} else if nt := n.noteThreads[b.Group]; b.Group != "" && nt != nil && nt.TS != "" {
 		channelID, threadTS = nt.ChannelID, nt.TS
 	}
-	if b.Thread != "" && threadTS == "" {
+	if b.Thread != "" && threadTS == "" && title == "" {
 		// The incident's parent message never went out: post the note
 		// on its own, naming the incident.
 		title = "Incident " + b.Thread
@@ -173,8 +175,14 @@ func (n *slackNotifier) doNote(ctx context.Context, ch string, job slackJob) err
 
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if err == nil && b.Group != "" && threadTS == "" && n.client != nil && !last {
-		n.noteThreads[b.Group] = &noteThread{Channel: ch, ChannelID: sentCh, TS: sentTS}
+	if err == nil && b.Group != "" && n.client != nil && !last {
+		// Later notes of the group reply in the same thread, also after
+		// the incident's thread closed on resolve.
+		nt := &noteThread{Channel: ch, ChannelID: channelID, TS: threadTS}
+		if threadTS == "" {
+			nt.ChannelID, nt.TS = sentCh, sentTS
+		}
+		n.noteThreads[b.Group] = nt
 	}
 	if last {
 		delete(n.noteThreads, b.Group)

@@ -47,6 +47,36 @@ func TestNoteRepliesInIncidentThread(t *testing.T) {
 	}
 }
 
+func TestNoteGroupStaysInResolvedThread(t *testing.T) {
+	srv := slacktest.New(testToken, testHookSecret, "alerts")
+	defer srv.Close()
+	h := newHarness(t, Config{Slack: slackConfig(t, srv)})
+	h.start(t)
+
+	in := sampleIncident("shop", "Deployment/api", 5)
+	h.d.Notify(incident.Event{Transition: incident.Opened, Incident: in, Time: t0})
+	waitFor(t, "parent", 30*time.Second, func() bool { return len(srv.Messages()) == 1 })
+	h.d.Note(Note{Incident: in.ID, Group: "rot-1", Title: "Token rotation rot-1", Text: "patch done"})
+	waitFor(t, "first note", 30*time.Second, func() bool { return h.d.Idle() && len(srv.Messages()) == 2 })
+
+	// The incident resolves while the rotation still verifies.
+	in.State, in.ResolvedAt = incident.StateResolved, t0.Add(time.Minute)
+	h.d.Notify(incident.Event{Transition: incident.Resolved, Incident: in, Time: t0})
+	waitFor(t, "parent edit", 30*time.Second, func() bool { return h.d.Idle() && srv.Messages()[0].Edits == 1 })
+	h.d.Note(Note{Incident: in.ID, Group: "rot-1", Title: "Token rotation rot-1", Text: "verify done", Last: true})
+	waitFor(t, "last note", 30*time.Second, func() bool { return h.d.Idle() && len(srv.Messages()) == 4 })
+
+	msgs := srv.Messages()
+	for _, m := range msgs[1:] {
+		if m.ThreadTS != msgs[0].TS {
+			t.Errorf("message %q has thread_ts %q, want the incident's thread %q", m.Text, m.ThreadTS, msgs[0].TS)
+		}
+	}
+	if !strings.Contains(msgs[3].Text, "verify done") {
+		t.Errorf("last message %q, want the verify note", msgs[3].Text)
+	}
+}
+
 func TestNoteGroupPostsMessageOfItsOwn(t *testing.T) {
 	srv := slacktest.New(testToken, testHookSecret, "alerts", "payments")
 	defer srv.Close()
