@@ -485,15 +485,37 @@ func (m *Matcher) buildPrefilter() int {
 	}
 	if len(patterns) > 0 {
 		m.pf = newPrefilter(patterns)
-		var primary [][]byte
-		for id, refs := range m.refs {
-			if len(refs) > 0 {
-				primary = append(primary, patterns[id])
-			}
-		}
-		m.gate = newPrefilter(primary)
+		m.gate = newPrefilter(gatePatterns(patterns, m.refs))
 	}
 	return len(patterns)
+}
+
+// gatePrefixLen is the length to which gatePatterns cuts literals.
+const gatePrefixLen = 12
+
+// gatePatterns returns the patterns that the gate looks for: the prefixes
+// of at most gatePrefixLen bytes of the literals that make a rule a
+// candidate (those with refs), without duplicates. A line that contains a
+// literal contains its prefix, so the gate lets every candidate through,
+// and the full pass decides. Short patterns keep the automaton small
+// and let the gate split a line into several walks (see prefilter.any).
+func gatePatterns(patterns [][]byte, refs [][]litRef) [][]byte {
+	var out [][]byte
+	seen := map[string]bool{}
+	for id, r := range refs {
+		if len(r) == 0 {
+			continue
+		}
+		p := patterns[id]
+		if len(p) > gatePrefixLen {
+			p = p[:gatePrefixLen]
+		}
+		if !seen[string(p)] {
+			seen[string(p)] = true
+			out = append(out, p)
+		}
+	}
+	return out
 }
 
 // Rules returns the active rules in the order the matcher tries them, with

@@ -465,3 +465,22 @@ rules:
 		}
 	}
 }
+
+// TestGateAcceptsEveryLiteral checks that the gate, which looks for
+// prefixes of the rule literals, lets through a line with any literal of
+// the default pack in any case.
+func TestGateAcceptsEveryLiteral(t *testing.T) {
+	m, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range m.Rules() {
+		for _, l := range r.Literals {
+			for _, text := range []string{l, "x " + strings.ToUpper(l) + " y"} {
+				if !m.gate.any([]byte(text)) {
+					t.Errorf("rule %s: gate rejects %q", r.ID, text)
+				}
+			}
+		}
+	}
+}
