@@ -6,13 +6,18 @@ BIN := bin
 # are built once per version into this cache and reused.
 KUBE_CACHE ?= $(HOME)/.cache/authwatch
 FUZZTIME ?= 15s
+# Helm is a Go tool of the separate module in tools/, so that its
+# dependencies never enter the main go.mod. Defined before any rule that
+# names it, because make expands prerequisites as it reads them.
+HELM := $(BIN)/helm
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
 .PHONY: all build test test-unit test-e2e fuzz demo kube-bins bench-scan bench-watch clean lint-deploy deploy-sync
 
 all: build
 
 build:
-	$(GO) build -o $(BIN)/authwatch ./cmd/authwatch
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN)/authwatch ./cmd/authwatch
 
 # The full suite: unit tests with the race detector, short fuzz runs and the
 # end-to-end tests against a real control plane.
@@ -53,9 +58,7 @@ bench-scan: build
 bench-watch: build
 	./bench/watch.sh
 
-# Helm is a Go tool of the separate module in tools/, so that its
-# dependencies never enter the main go.mod.
-HELM := $(BIN)/helm
+# Helm is a Go tool of the separate module in tools/ (rule below).
 $(HELM): tools/go.mod tools/go.sum
 	cd tools && $(GO) build -o ../$(HELM) helm.sh/helm/v4/cmd/helm
 
