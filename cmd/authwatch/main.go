@@ -75,7 +75,9 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		Short:         "Watch Kubernetes pod logs for authentication failures and token expiry",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version,
 	}
+	root.SetVersionTemplate(fmt.Sprintf("authwatch %s (%s, %s/%s)\n", version, runtime.Version(), runtime.GOOS, runtime.GOARCH))
 	root.SetIn(stdin)
 	root.SetOut(stdout)
 	root.SetErr(stderr)
