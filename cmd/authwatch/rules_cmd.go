@@ -190,7 +190,7 @@ func newRulesTestCmd() *cobra.Command {
 			"optional disable list, and tests, each with a line or lines, the rule id that\n" +
 			"must match them (or \"no match\") in expect, and optionally the category.\n" +
 			"Exit status: 0 when every test passes, 1 when one fails, 2 on an invalid file.",
-		Example: "  authwatch rules test rules/testdata/rules-test.yaml",
+		Example: "  authwatch rules test examples/town-test.yaml",
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			failed := 0
