@@ -14,6 +14,8 @@ import (
 	"slices"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/authwatch/authwatch/rules"
 )
 
@@ -49,7 +51,8 @@ type Policy struct {
 	// incident fires; zero fires at once.
 	For time.Duration `yaml:"for"`
 	// ResolveAfter is the quiet period without a selected match after
-	// which a firing incident resolves.
+	// which a firing incident resolves. A policy in the file that leaves
+	// the key out gets DefaultResolveAfter.
 	ResolveAfter time.Duration `yaml:"resolve_after"`
 
 	categories  []rules.Category
@@ -84,20 +87,36 @@ func DefaultPolicies() []Policy {
 			Select:       Selector{Categories: []string{"token_expired"}, MinSeverity: "error"},
 			Threshold:    1,
 			Window:       time.Minute,
-			ResolveAfter: 5 * time.Minute,
+			ResolveAfter: DefaultResolveAfter,
 		},
 		{
 			Name:         "auth-failures",
 			Select:       Selector{Categories: []string{"auth_failure"}, MinSeverity: "error"},
 			Threshold:    5,
 			Window:       time.Minute,
-			ResolveAfter: 5 * time.Minute,
+			ResolveAfter: DefaultResolveAfter,
 		},
 		{
 			Name:   "errors",
 			Select: Selector{Categories: []string{"error"}},
 		},
 	}
+}
+
+// DefaultResolveAfter is the resolve_after of a policy that does not set
+// it, the same as the built-in policies use.
+const DefaultResolveAfter = 5 * time.Minute
+
+// UnmarshalYAML decodes a policy over DefaultResolveAfter, so that only an
+// explicit resolve_after of zero or less is invalid.
+func (p *Policy) UnmarshalYAML(n *yaml.Node) error {
+	type plain Policy // without this method, so Decode does not recurse
+	v := plain{ResolveAfter: DefaultResolveAfter}
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*p = Policy(v)
+	return nil
 }
 
 // DefaultStorm returns the default storm guard: more than 10 workloads

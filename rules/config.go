@@ -10,8 +10,8 @@ import (
 // since this package does no I/O.
 type Config struct {
 	// Files are user rule packs, applied in order on top of the default
-	// pack.
-	Files []string `yaml:"files"`
+	// pack. A relative path is relative to the configuration file.
+	Files []string `yaml:"files" config:"file"`
 	// Disable turns off rules by id.
 	Disable []string `yaml:"disable"`
 }

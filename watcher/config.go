@@ -17,8 +17,8 @@ import (
 type Config struct {
 	// Kubeconfig and Context select the cluster; both empty means
 	// $KUBECONFIG or ~/.kube/config, or the in-cluster configuration in
-	// a pod.
-	Kubeconfig string `yaml:"kubeconfig"`
+	// a pod. A relative Kubeconfig is relative to the configuration file.
+	Kubeconfig string `yaml:"kubeconfig" config:"file"`
 	Context    string `yaml:"context"`
 
 	// Namespaces to watch; empty with AllNamespaces false means the

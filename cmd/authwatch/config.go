@@ -1,16 +1,14 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"os"
-
-	"gopkg.in/yaml.v3"
+	"path/filepath"
 
 	"github.com/authwatch/authwatch/alerting"
 	"github.com/authwatch/authwatch/incident"
+	"github.com/authwatch/authwatch/internal/configfile"
 	"github.com/authwatch/authwatch/remediation"
 	"github.com/authwatch/authwatch/rules"
 	"github.com/authwatch/authwatch/watcher"
@@ -28,6 +26,17 @@ type config struct {
 	Storm       incident.Storm     `yaml:"storm"`
 	Alerting    alerting.Config    `yaml:"alerting"`
 	Remediation remediation.Config `yaml:"remediation"`
+
+	// refs are the files and environment variables that the file names,
+	// with relative paths already resolved.
+	refs []reference `yaml:"-"`
+}
+
+// reference is a file path or environment variable named at a YAML path.
+type reference struct {
+	kind  configfile.RefKind
+	path  string
+	value string
 }
 
 // incidentConfig returns the incident engine's part of the file.
@@ -58,7 +67,8 @@ func (c *config) validate() error {
 }
 
 // loadConfig reads and strictly decodes the file at path over the
-// defaults, then validates it. An empty path returns the defaults.
+// defaults, resolves relative file paths against the file's directory,
+// then validates it. An empty path returns the defaults.
 func loadConfig(path string) (config, error) {
 	cfg := defaultConfig()
 	if path == "" {
@@ -68,8 +78,15 @@ func loadConfig(path string) (config, error) {
 	if err != nil {
 		return cfg, fmt.Errorf("read config: %w", err)
 	}
-	if err := decodeConfig(data, &cfg); err != nil {
-		return cfg, fmt.Errorf("config %s: %w", path, err)
+	refs, err := configfile.Decode(path, data, &cfg)
+	if err != nil {
+		return cfg, fmt.Errorf("config %s is invalid:\n%w", path, err)
+	}
+	configfile.ResolvePaths(refs, filepath.Dir(path))
+	for _, r := range refs {
+		if *r.Value != "" {
+			cfg.refs = append(cfg.refs, reference{kind: r.Kind, path: r.Path, value: *r.Value})
+		}
 	}
 	if err := cfg.validate(); err != nil {
 		return cfg, fmt.Errorf("config %s is invalid:\n%w", path, err)
@@ -77,20 +94,30 @@ func loadConfig(path string) (config, error) {
 	return cfg, nil
 }
 
-// decodeConfig decodes YAML strictly: unknown keys and more than one
-// document are errors.
-func decodeConfig(data []byte, cfg *config) error {
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	dec.KnownFields(true)
-	if err := dec.Decode(cfg); err != nil {
-		if errors.Is(err, io.EOF) {
-			return nil // an empty file keeps the defaults
+// checkReferences opens every file that the configuration names and
+// looks up every environment variable. A missing or unreadable file is an
+// error; an unset variable is only a warning, because the shell that
+// validates the file may not have the daemon's environment.
+func (c *config) checkReferences() (warnings []string, err error) {
+	var errs []error
+	for _, r := range c.refs {
+		switch r.kind {
+		case configfile.File:
+			f, oerr := os.Open(r.value)
+			if oerr != nil {
+				errs = append(errs, fmt.Errorf("%s: cannot read %q: %w; create the file or fix the path (relative paths are relative to the configuration file)", r.path, r.value, errors.Unwrap(oerr)))
+				continue
+			}
+			st, serr := f.Stat()
+			f.Close()
+			if serr == nil && st.IsDir() {
+				errs = append(errs, fmt.Errorf("%s: %q is a directory; name a file", r.path, r.value))
+			}
+		case configfile.Env:
+			if _, ok := os.LookupEnv(r.value); !ok {
+				warnings = append(warnings, fmt.Sprintf("%s: environment variable %s is not set here; set it where authwatch runs", r.path, r.value))
+			}
 		}
-		return err
 	}
-	var extra any
-	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
-		return errors.New("more than one YAML document; keep the whole configuration in one")
-	}
-	return nil
+	return warnings, errors.Join(errs...)
 }

@@ -91,6 +91,7 @@ func newRootCmd(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 		newAlertCmd(),
 		newRotateCmd(),
 	)
+	explainUsageErrors(root)
 	return root
 }
 

@@ -128,7 +128,7 @@ func TestRotateCommandErrors(t *testing.T) {
 	}{
 		{name: "no config", args: []string{"rotate", "tb"}, want: "missing --config"},
 		{name: "unknown target", args: []string{"rotate", "tb", "--config", path}, want: `unknown target "tb": the config file defines no targets`},
-		{name: "no target", args: []string{"rotate"}, want: "accepts 1 arg(s)"},
+		{name: "no target", args: []string{"rotate"}, want: "rotate: expected TARGET, got no arguments; see authwatch rotate --help"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

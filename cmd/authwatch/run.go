@@ -105,11 +105,17 @@ func (f *runFlags) applyFlags(cmd *cobra.Command, cfg *watcher.Config) {
 	if set("context") {
 		cfg.Context = f.context
 	}
+	// A namespace flag replaces the file's choice of namespaces whole:
+	// -n clears all_namespaces and -A clears namespaces.
 	if set("namespace") {
 		cfg.Namespaces = f.namespaces
+		cfg.AllNamespaces = false
 	}
 	if set("all-namespaces") {
 		cfg.AllNamespaces = f.allNamespaces
+		if f.allNamespaces {
+			cfg.Namespaces = nil
+		}
 	}
 	if set("selector") {
 		cfg.Selector = f.selector
@@ -229,6 +235,9 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	routeKlog(log)
 	cfg, err := loadConfig(f.configFile)
 	if err != nil {
+		return &exitError{code: exitUsage, err: err}
+	}
+	if err := f.validate(cmd); err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
 	f.applyFlags(cmd, &cfg.Watch)

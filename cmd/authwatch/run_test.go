@@ -189,9 +189,9 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"run", "-l", "app in ("}, "watch.selector: invalid label selector"},
+		{[]string{"run", "-l", "app in ("}, "-l/--selector: invalid label selector"},
 		{[]string{"run", "--log-format", "xml"}, `invalid --log-format "xml"`},
-		{[]string{"run", "-A", "-n", "x"}, "watch.all_namespaces: cannot be combined with namespaces"},
+		{[]string{"run", "-A", "-n", "x"}, `-A/--all-namespaces cannot be combined with -n/--namespace "x"`},
 		{[]string{"run", "--config", "/nonexistent/authwatch.yaml"}, "read config"},
 	} {
 		var stderr bytes.Buffer
