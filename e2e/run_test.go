@@ -246,19 +246,30 @@ func TestRunReportsMissingLogPermission(t *testing.T) {
 	createTownBuilder(t, ns, 1, `emit count=0 every=200ms text="INFO town-builder: working {seq}"`)
 	d := startAuthwatch(t, kubeconfig, "-n", ns, "-l", "app=town-builder", "--checkpoint-namespace="+ns)
 
-	// The error is counted and logged with the API server's message,
-	// which names the verb and the resource.
-	// TODO: also expect a metric labelled with the refused verb and
-	// resource, so that alerts can name them; the watcher counts the error
-	// only in authwatch_stream_errors_total{kind="open"} so far.
+	// The rejected request is counted by verb and resource, and logged
+	// with both, the fix and the API server's message.
+	rejected := map[string]string{"verb": "get", "resource": "pods/log"}
+	wantLog := []string{
+		`msg="permission denied by the API server"`,
+		`verb=get resource=pods/log namespace=` + ns,
+		`fix="grant get on pods/log in namespace \"` + ns + `\"`,
+		`forbidden: User \"system:serviceaccount:` + ns + `:watcher\" cannot get resource \"pods/log\"`,
+	}
 	err = harness.WaitFor(ctx, time.Minute, "a permission error reported", func(ctx context.Context) (bool, error) {
 		s, err := d.metrics(ctx)
 		if err != nil {
 			return false, err
 		}
-		counted := s.sum("authwatch_stream_errors_total", map[string]string{"kind": "open"})
-		logged := strings.Contains(d.output(), `forbidden: User \"system:serviceaccount:`+ns+`:watcher\" cannot get resource \"pods/log\"`)
-		return counted >= 1 && logged, fmt.Errorf("authwatch_stream_errors_total{kind=\"open\"} = %v; log names the forbidden get of pods/log: %t", counted, logged)
+		counted := s.sum("authwatch_api_permission_errors_total", rejected)
+		out := d.output()
+		var missing []string
+		for _, w := range wantLog {
+			if !strings.Contains(out, w) {
+				missing = append(missing, w)
+			}
+		}
+		return counted >= 1 && len(missing) == 0,
+			fmt.Errorf("authwatch_api_permission_errors_total{verb=\"get\",resource=\"pods/log\"} = %v; log lacks %q", counted, missing)
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -269,6 +280,14 @@ func TestRunReportsMissingLogPermission(t *testing.T) {
 	}
 	if got := s.sum("authwatch_log_lines_total", map[string]string{"namespace": ns}); got != 0 {
 		t.Errorf("authwatch_log_lines_total = %v without pods/log access, want 0", got)
+	}
+	for _, verb := range []string{"list", "watch"} {
+		if got := s.sum("authwatch_api_permission_errors_total", map[string]string{"verb": verb, "resource": "pods"}); got != 0 {
+			t.Errorf("authwatch_api_permission_errors_total{verb=%q,resource=\"pods\"} = %v with pods allowed, want 0", verb, got)
+		}
+	}
+	if got := s.sum("authwatch_stream_errors_total", map[string]string{"kind": "open"}); got < 1 {
+		t.Errorf("authwatch_stream_errors_total{kind=\"open\"} = %v after a rejected log request, want >= 1", got)
 	}
 	if body, code, err := d.get(ctx, "/healthz"); err != nil || code != 200 {
 		t.Errorf("/healthz after the permission error = %d %q, %v; want 200", code, body, err)

@@ -11,8 +11,10 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/authwatch/authwatch/internal/permission"
 	"github.com/authwatch/authwatch/rules"
 )
 
@@ -145,8 +147,9 @@ func (w *Watcher) follow(ctx context.Context, s *stream) {
 		} else {
 			backoff = nextBackoff(backoff, time.Duration(w.cfg.BackoffMin), time.Duration(w.cfg.BackoffMax))
 		}
-		if out.err != nil && out.err.Error() != lastErr {
-			// Log a retry only when its error changes.
+		if out.err != nil && out.err.Error() != lastErr && !apierrors.IsForbidden(out.err) {
+			// Log a retry only when its error changes. The permission
+			// reporter logged a 403 once for all streams of the namespace.
 			lastErr = out.err.Error()
 			log.Warn("stream ended, retrying", "reason", out.reason, "err", out.err, "backoff", backoff)
 		} else {
@@ -204,6 +207,7 @@ func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *s
 	body, err := w.logs.OpenLog(sctx, s.source.Namespace, s.source.Pod, opts)
 	if err != nil {
 		w.m.streamErrors.WithLabelValues("open").Inc()
+		w.perm.Report(err, permission.Access{Verb: permission.Get, Resource: permission.PodLogs}, s.source.Namespace)
 		// A NotFound or BadRequest usually means that the pod or the
 		// instance went away after the status check; the next check
 		// decides whether to retry.

@@ -29,12 +29,16 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"github.com/authwatch/authwatch/internal/permission"
 	"github.com/authwatch/authwatch/rules"
 )
 
@@ -114,6 +118,7 @@ type Watcher struct {
 	logs    LogOpener
 	handler Handler
 	m       *metrics
+	perm    *permission.Reporter
 	slots   *slots
 
 	include, exclude []*regexp.Regexp
@@ -171,6 +176,14 @@ func New(opts Options) (*Watcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("watcher: register metrics: %w", err)
 	}
+	perm, err := permission.New(permission.Options{
+		Logger: opts.Logger.With("component", "watcher"), Registerer: opts.Registerer,
+		Accesses:    watcherAccesses(),
+		LogInterval: time.Duration(opts.Config.BackoffMax),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("watcher: %w", err)
+	}
 	w := &Watcher{
 		log:      opts.Logger.With("component", "watcher"),
 		cfg:      opts.Config,
@@ -178,6 +191,7 @@ func New(opts Options) (*Watcher, error) {
 		logs:     opts.Logs,
 		handler:  opts.Handler,
 		m:        m,
+		perm:     perm,
 		slots:    newSlots(opts.Config.MaxStreams, opts.Config.MaxStreamsPerNode),
 		streams:  make(map[streamKey]*stream),
 		restored: make(map[streamKey]*savedStream),
@@ -228,13 +242,13 @@ func (w *Watcher) Run(ctx context.Context) error {
 	var synced []cache.InformerSynced
 	var factories []informers.SharedInformerFactory
 	for _, ns := range w.namespaces {
-		f := informers.NewSharedInformerFactoryWithOptions(w.client, 0,
-			informers.WithNamespace(ns),
-			informers.WithTweakListOptions(func(o *metav1.ListOptions) {
-				o.LabelSelector = w.cfg.Selector
-				o.FieldSelector = w.cfg.FieldSelector
-			}))
-		inf := f.Core().V1().Pods().Informer()
+		f := informers.NewSharedInformerFactoryWithOptions(w.client, 0, informers.WithNamespace(ns))
+		inf := f.InformerFor(&corev1.Pod{}, func(kubernetes.Interface, time.Duration) cache.SharedIndexInformer {
+			return w.podInformer(ns)
+		})
+		if err := inf.SetWatchErrorHandlerWithContext(w.informerError); err != nil {
+			return fmt.Errorf("watcher: set pod watch error handler: %w", err)
+		}
 		if _, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 			AddFunc:    w.enqueue,
 			UpdateFunc: func(_, obj any) { w.enqueue(obj) },
@@ -279,6 +293,53 @@ func (w *Watcher) Run(ctx context.Context) error {
 			w.sweep()
 		}
 	}
+}
+
+// The requests that the watcher makes, the series of
+// authwatch_api_permission_errors_total that it starts at zero.
+func watcherAccesses() []permission.Access {
+	return []permission.Access{
+		{Verb: permission.List, Resource: permission.Pods},
+		{Verb: permission.Watch, Resource: permission.Pods},
+		{Verb: permission.Get, Resource: permission.PodLogs},
+	}
+}
+
+// podInformer builds the pod informer of namespace ns ("" for all) as
+// the informer factory does, but reports 403 responses to its list and
+// watch requests with the verb that was rejected.
+func (w *Watcher) podInformer(ns string) cache.SharedIndexInformer {
+	tweak := func(o *metav1.ListOptions) {
+		o.LabelSelector = w.cfg.Selector
+		o.FieldSelector = w.cfg.FieldSelector
+	}
+	pods := w.client.CoreV1().Pods(ns)
+	lw := &cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			tweak(&o)
+			list, err := pods.List(ctx, o)
+			w.perm.Report(err, permission.Access{Verb: permission.List, Resource: permission.Pods}, ns)
+			return list, err
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			tweak(&o)
+			wi, err := pods.Watch(ctx, o)
+			w.perm.Report(err, permission.Access{Verb: permission.Watch, Resource: permission.Pods}, ns)
+			return wi, err
+		},
+	}
+	return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, w.client), &corev1.Pod{},
+		cache.SharedIndexInformerOptions{Indexers: cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc}})
+}
+
+// informerError leaves 403 responses to the permission reporter, which
+// logged them with the fix at a bounded rate, and passes other errors to
+// client-go's default handler.
+func (w *Watcher) informerError(ctx context.Context, r *cache.Reflector, err error) {
+	if apierrors.IsForbidden(err) {
+		return
+	}
+	cache.DefaultWatchErrorHandler(ctx, r, err)
 }
 
 func (w *Watcher) enqueue(obj any) {

@@ -22,6 +22,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/authwatch/authwatch/internal/permission"
 )
 
 // MaxBytes is the largest state written: a ConfigMap holds at most 1 MiB,
@@ -58,6 +60,7 @@ type Store struct {
 	writes    *prometheus.CounterVec
 	lastWrite prometheus.Gauge
 	size      prometheus.Gauge
+	perm      *permission.Reporter
 
 	mu       sync.Mutex
 	loaded   map[string][]byte       // guarded by mu; sections read by Load
@@ -112,6 +115,21 @@ func New(opts Options) (*Store, error) {
 			return nil, fmt.Errorf("checkpoint: register metrics: %w", err)
 		}
 	}
+	perm, err := permission.New(permission.Options{
+		Logger: s.log, Registerer: opts.Registerer,
+		Accesses: []permission.Access{
+			{Verb: permission.Get, Resource: permission.ConfigMaps},
+			{Verb: permission.Create, Resource: permission.ConfigMaps},
+			{Verb: permission.Update, Resource: permission.ConfigMaps},
+		},
+		// Run retries a failed write every interval: log a lasting 403
+		// about every ten tries.
+		LogInterval: 10 * opts.Interval,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("checkpoint: %w", err)
+	}
+	s.perm = perm
 	return s, nil
 }
 
@@ -123,6 +141,7 @@ func (s *Store) Load(ctx context.Context) error {
 		return nil
 	}
 	if err != nil {
+		s.perm.Report(err, permission.Access{Verb: permission.Get, Resource: permission.ConfigMaps}, s.ns)
 		return fmt.Errorf("checkpoint: read configmap %s/%s: %w", s.ns, s.name, err)
 	}
 	s.mu.Lock()
@@ -164,7 +183,14 @@ func (s *Store) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			if err := s.Flush(ctx); err != nil && ctx.Err() == nil {
+			err := s.Flush(ctx)
+			switch {
+			case err == nil || ctx.Err() != nil:
+			case apierrors.IsForbidden(err):
+				// The permission reporter logged it with the fix, at a
+				// bounded rate.
+				s.log.Debug("checkpoint write failed, retrying later", "err", err)
+			default:
 				s.log.Warn("checkpoint write failed, retrying later", "err", err)
 			}
 		}
@@ -235,16 +261,19 @@ func (s *Store) write(ctx context.Context, data map[string][]byte) error {
 	switch {
 	case apierrors.IsNotFound(err):
 		if _, err := cms.Create(ctx, cm, metav1.CreateOptions{}); err != nil {
+			s.perm.Report(err, permission.Access{Verb: permission.Create, Resource: permission.ConfigMaps}, s.ns)
 			return fmt.Errorf("checkpoint: create configmap %s/%s: %w", s.ns, s.name, err)
 		}
 		return nil
 	case err != nil:
+		s.perm.Report(err, permission.Access{Verb: permission.Get, Resource: permission.ConfigMaps}, s.ns)
 		return fmt.Errorf("checkpoint: read configmap %s/%s: %w", s.ns, s.name, err)
 	}
 	// Only the leader writes, so the read-modify-write keeps the
 	// resourceVersion only to fail loudly if another writer appears.
 	cm.ResourceVersion = cur.ResourceVersion
 	if _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		s.perm.Report(err, permission.Access{Verb: permission.Update, Resource: permission.ConfigMaps}, s.ns)
 		return fmt.Errorf("checkpoint: update configmap %s/%s: %w", s.ns, s.name, err)
 	}
 	return nil

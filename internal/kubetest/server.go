@@ -55,6 +55,7 @@ type Server struct {
 	logs     map[string]*Log              // guarded by mu; by container ID
 	cms      map[string]*corev1.ConfigMap // guarded by mu; by namespace/name
 	fault    LogFaultFunc                 // guarded by mu
+	denied   map[string]bool              // guarded by mu; "verb resource" pairs answered with 403
 	gen      chan struct{}                // guarded by mu; closed by GoAway to end open streams
 	stats    Stats                        // guarded by mu
 	logReqs  map[string]int               // guarded by mu; log requests per container ID
@@ -95,6 +96,7 @@ func Start() (*Server, error) {
 		logs:    map[string]*Log{},
 		cms:     map[string]*corev1.ConfigMap{},
 		logReqs: map[string]int{},
+		denied:  map[string]bool{},
 		conns:   map[net.Conn]struct{}{},
 		changed: make(chan struct{}),
 		gen:     make(chan struct{}),
@@ -295,6 +297,12 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	if parts[0] == "namespaces" && len(parts) >= 3 {
 		ns, parts = parts[1], parts[2:]
 	}
+	if verb, resource := access(r, parts); s.isDenied(verb, resource) {
+		msg := fmt.Sprintf(`%s is forbidden: User "system:serviceaccount:test:authwatch" cannot %s resource %q in API group "" in the namespace %q`,
+			resource, verb, resource, ns)
+		writeStatus(w, http.StatusForbidden, string(metav1.StatusReasonForbidden), msg)
+		return
+	}
 	switch {
 	case parts[0] == "pods" && len(parts) == 1 && r.Method == http.MethodGet:
 		if r.URL.Query().Get("watch") == "true" || r.URL.Query().Get("watch") == "1" {
@@ -315,6 +323,51 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	default:
 		writeStatus(w, http.StatusNotFound, "NotFound", "the server could not find the requested resource")
 	}
+}
+
+// Deny makes the server answer requests for verb on resource (such as
+// "get" and "pods/log", or "list" and "pods") with 403 Forbidden, as the
+// API server does when RBAC allows no such request; Allow undoes it.
+func (s *Server) Deny(verb, resource string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.denied[verb+" "+resource] = true
+}
+
+// Allow undoes Deny.
+func (s *Server) Allow(verb, resource string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.denied, verb+" "+resource)
+}
+
+func (s *Server) isDenied(verb, resource string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.denied[verb+" "+resource]
+}
+
+// access returns the RBAC verb and resource of a request; parts is the
+// path after /api/v1 and the namespace.
+func access(r *http.Request, parts []string) (verb, resource string) {
+	resource = parts[0]
+	if len(parts) == 3 {
+		resource += "/" + parts[2]
+	}
+	q := r.URL.Query().Get("watch")
+	switch {
+	case r.Method == http.MethodPost:
+		return "create", resource
+	case r.Method == http.MethodPut:
+		return "update", resource
+	case r.Method == http.MethodPatch:
+		return "patch", resource
+	case len(parts) >= 2:
+		return "get", resource
+	case q == "true" || q == "1":
+		return "watch", resource
+	}
+	return "list", resource
 }
 
 type podFilter struct {
