@@ -339,8 +339,10 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	// With --leader-election-lease only the leader runs lead: it streams,
 	// notifies and rotates, and a standby takes over from the checkpoint.
 	lead := func(ctx context.Context) error {
-		saved, err := takeOver(ctx, store, stage)
-		if err != nil {
+		saved, err := retryWhileUnreachable(ctx, log, apiCheckHint(f), func(ctx context.Context) ([]byte, error) {
+			return takeOver(ctx, store, stage)
+		})
+		if err != nil || ctx.Err() != nil {
 			return err
 		}
 		// lead runs once per process: losing the leadership ends it.
