@@ -27,6 +27,7 @@ func (f *runFlags) validate(cmd *cobra.Command) error {
 			bad("-n/--namespace", "empty namespace name; name a namespace or leave the flag out")
 		}
 	}
+
 	if set("selector") {
 		if _, err := labels.Parse(f.selector); err != nil {
 			bad("-l/--selector", "invalid label selector %q: %v; write it as kubectl does, for example app=api,tier!=cache", f.selector, err)
@@ -37,6 +38,7 @@ func (f *runFlags) validate(cmd *cobra.Command) error {
 			bad("--field-selector", "invalid field selector %q: %v; use a form such as spec.nodeName=node-1", f.fieldSelector, err)
 		}
 	}
+
 	for _, p := range f.containers {
 		if _, err := regexp.Compile(p); err != nil {
 			bad("--container", "invalid RE2 pattern %q: %v", p, err)
@@ -47,6 +49,7 @@ func (f *runFlags) validate(cmd *cobra.Command) error {
 			bad("--exclude-container", "invalid RE2 pattern %q: %v", p, err)
 		}
 	}
+
 	if set("since") && f.since < 0 {
 		bad("--since", "negative duration %s; use 0 or a duration such as 5m", f.since)
 	}

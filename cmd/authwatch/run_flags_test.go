@@ -10,7 +10,7 @@ import (
 )
 
 // The flags are checked before the kubeconfig is read, so none of these
-// cases needs a cluster; a missing kubeconfig would show up as a
+// cases needs a cluster. A missing kubeconfig would show up as a
 // different message.
 func TestRunFlagErrorsNameFlags(t *testing.T) {
 	tests := []struct {

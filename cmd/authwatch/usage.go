@@ -8,8 +8,8 @@ import (
 )
 
 // explainUsageErrors rewrites cobra's argument and flag errors on c and
-// its subcommands so that they name the expected arguments and point to
-// the command's --help; they exit with exitUsage.
+// its subcommands. The new errors name the expected arguments, point to
+// the command's --help and exit with exitUsage.
 func explainUsageErrors(c *cobra.Command) {
 	c.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &exitError{code: exitUsage, err: fmt.Errorf("%w; see %s --help", err, cmd.CommandPath())}

@@ -49,7 +49,7 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
-// RefKind says what a string value refers to.
+// RefKind is the kind of thing that a string value names.
 type RefKind int
 
 // The kinds of reference that Decode collects.
@@ -84,6 +84,7 @@ func Decode(file string, data []byte, dst any) ([]Ref, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
+
 	var extra yaml.Node
 	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		return nil, &Error{File: file, Line: extra.Line, Msg: "more than one YAML document", Hint: "keep the whole configuration in one"}
@@ -95,6 +96,7 @@ func Decode(file string, data []byte, dst any) ([]Ref, error) {
 	if isNull(root) {
 		return nil, nil
 	}
+
 	w := walker{file: file}
 	w.check(root, "", reflect.TypeOf(dst).Elem())
 	if len(w.errs) > 0 {
@@ -104,6 +106,7 @@ func Decode(file string, data []byte, dst any) ([]Ref, error) {
 		// The walk accepts only what decodes, so this is a bug here.
 		return nil, fmt.Errorf("%s: %w", file, err)
 	}
+
 	var refs []Ref
 	collectRefs(reflect.ValueOf(dst).Elem(), "", false, &refs)
 	return refs, nil
