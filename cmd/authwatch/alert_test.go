@@ -327,3 +327,27 @@ func TestIncidentStageCheckpointRoundTrip(t *testing.T) {
 		t.Errorf("restored incident opened again: %d opened events", opened)
 	}
 }
+
+func TestIncidentStageLogsUpdatesAtDebug(t *testing.T) {
+	var logs bytes.Buffer
+	stage, err := newIncidentStage(slog.New(slog.NewTextHandler(&logs, nil)), prometheus.NewRegistry(), defaultConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := incident.Incident{ID: "i1", Key: incident.Key{Policy: "auth-failures", Namespace: "ns", Workload: "Deployment/a"}, Count: 5}
+	now := time.Now()
+	stage.emit([]incident.Event{
+		{Transition: incident.Opened, Incident: in, Time: now},
+		{Transition: incident.Updated, Incident: in, Time: now.Add(time.Second)},
+		{Transition: incident.Updated, Incident: in, Time: now.Add(2 * time.Second)},
+		{Transition: incident.Resolved, Incident: in, Time: now.Add(time.Minute)},
+	})
+	for _, want := range []string{"transition=opened", "transition=resolved"} {
+		if got := strings.Count(logs.String(), want); got != 1 {
+			t.Errorf("%d info records with %s, want 1:\n%s", got, want, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "transition=updated") {
+		t.Errorf("an update was logged at info level:\n%s", logs.String())
+	}
+}
