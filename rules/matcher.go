@@ -39,11 +39,19 @@ type Options struct {
 type Matcher struct {
 	rules []compiledRule // in rank order: the first that matches wins
 	pf    *prefilter     // all literals, conditions included; nil when there are no rules
-	// gate holds only the literals that make a rule a candidate, so that
-	// the common words of regex conditions ("status", "http") do not send
-	// every line through the full pass of pf.
+	// gate holds only prefixes of the literals that make a rule a
+	// candidate, so that the common words of regex conditions ("status",
+	// "http") do not send every line through the core pass.
 	gate *prefilter
-	refs [][]litRef // per prefilter pattern, the rules that use it
+	// core holds the patterns of pf that are rule literals or condition
+	// strings, and coreIDs maps its pattern ids to those of pf. Its pass
+	// finds the candidate rules and the conditions that hold. The
+	// start strings that only anchor regexes, such as '"' and "s", hit
+	// on most bytes of some lines, so pf runs only when a regex needs
+	// them (see collectHits).
+	core    *prefilter
+	coreIDs []int32
+	refs    [][]litRef // per prefilter pattern, the rules that use it
 	// scratch holds *scratch values, one per concurrent Match call,
 	// cleared before they return to the pool.
 	scratch sync.Pool
@@ -57,7 +65,13 @@ type scratch struct {
 	// set when some were not recorded.
 	hits     []hit
 	overflow bool
+	hitsDone bool    // collectHits has filled hits
+	pending  []event // see corePass
 }
+
+// maxPending bounds the occurrences that the second walk of corePass
+// holds back.
+const maxPending = 64
 
 // hit is one occurrence of a prefilter pattern, ending before end.
 type hit struct {
@@ -246,6 +260,7 @@ func Compile(opts Options) (*Matcher, error) {
 			rules:    make([]uint64, (len(m.rules)+63)/64),
 			patterns: make([]uint64, (npat+63)/64),
 			hits:     make([]hit, 0, maxHits),
+			pending:  make([]event, 0, maxPending),
 		}
 	}
 	return m, nil
@@ -485,9 +500,38 @@ func (m *Matcher) buildPrefilter() int {
 	}
 	if len(patterns) > 0 {
 		m.pf = newPrefilter(patterns)
+		m.buildCore(patterns)
 		m.gate = newPrefilter(gatePatterns(patterns, m.refs))
 	}
 	return len(patterns)
+}
+
+// buildCore builds core from the patterns of pf that are rule literals
+// or condition strings.
+func (m *Matcher) buildCore(patterns [][]byte) {
+	used := make([]bool, len(patterns))
+	for id, refs := range m.refs {
+		used[id] = len(refs) > 0
+	}
+	for ri := range m.rules {
+		for _, a := range m.rules[ri].alts {
+			for _, conj := range a.conds {
+				for _, group := range conj {
+					for _, id := range group {
+						used[id] = true
+					}
+				}
+			}
+		}
+	}
+	var core [][]byte
+	for id, u := range used {
+		if u {
+			core = append(core, patterns[id])
+			m.coreIDs = append(m.coreIDs, int32(id))
+		}
+	}
+	m.core = newPrefilter(core)
 }
 
 // gatePrefixLen is the length to which gatePatterns cuts literals.
@@ -562,51 +606,12 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 	if !m.gate.any(text) {
 		return dst
 	}
-	end, state := m.pf.first(text)
-	if end < 0 {
-		return dst
-	}
-
 	sc := m.scratch.Get().(*scratch)
 	set, pats := sc.rules, sc.patterns
-	sc.hits, sc.overflow = sc.hits[:0], false
-	pf := m.pf
-	trans, class, firstOut := pf.trans, &pf.class, pf.firstOut
-	s := state
-	for {
-		if s >= firstOut {
-			st := s / pf.nclass
-			for _, id := range pf.outIDs[pf.outStart[st]:pf.outStart[st+1]] {
-				pats[id>>6] |= 1 << (id & 63)
-				if len(sc.hits) < cap(sc.hits) {
-					sc.hits = append(sc.hits, hit{id: id, end: int32(end)})
-				} else {
-					sc.overflow = true
-				}
-				for _, ref := range m.refs[id] {
-					if ref.exact != nil && !bytes.Equal(text[end-len(ref.exact):end], ref.exact) {
-						continue
-					}
-					if ref.word && !wholeWord(text, end-int(pf.patLen[id]), end) {
-						continue
-					}
-					set[ref.rule>>6] |= 1 << (ref.rule & 63)
-				}
-			}
-		}
-		// Step to the next state with an output, or to the end.
-		found := false
-		for end < len(text) {
-			s = trans[s+int32(class[text[end]])]
-			end++
-			if s >= firstOut {
-				found = true
-				break
-			}
-		}
-		if !found {
-			break
-		}
+	sc.hits, sc.overflow, sc.hitsDone = sc.hits[:0], false, false
+	if !m.corePass(text, sc) {
+		m.scratch.Put(sc)
+		return dst
 	}
 
 	done := false
@@ -618,7 +623,7 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 				continue
 			}
 			r := &m.rules[w*64+b]
-			if match, ok := r.match(line, text, sc, pf); ok {
+			if match, ok := r.match(line, text, sc, m); ok {
 				dst = append(dst, match)
 				done = !all
 			}
@@ -627,6 +632,120 @@ func (m *Matcher) match(line *Line, dst []Match, all bool) []Match {
 	clear(pats)
 	m.scratch.Put(sc)
 	return dst
+}
+
+// corePass records in sc the core patterns that occur in text and the
+// candidate rules. It reports whether any core pattern occurs: when none
+// does, no rule is a candidate.
+//
+// A long text is walked in two halves at once, as prefilter.any does. The
+// second walk starts maxLen-1 bytes before the middle, so it is in the
+// right state by the time its occurrences count, and it holds them in
+// sc.pending until the first walk ends. When more are pending than fit,
+// the second walk is dropped and the first goes on alone.
+func (m *Matcher) corePass(text []byte, sc *scratch) bool {
+	pf := m.core
+	trans, class, firstOut := pf.trans, &pf.class, pf.firstOut
+	n := len(text)
+	found := false
+	var s int32
+	i := 0
+	if n >= 2*pf.maxLen && n >= 64 {
+		mid := n / 2
+		// The second walk reads as many bytes as the first: it stays
+		// below n, and it has read mid >= maxLen bytes at the end.
+		j := mid - (pf.maxLen - 1)
+		var sb int32
+		pending := sc.pending[:0]
+		second := true
+		for i < mid {
+			s = trans[s+int32(class[text[i]])]
+			sb = trans[sb+int32(class[text[j]])]
+			i++
+			j++
+			if s >= firstOut {
+				m.recordCore(text, sc, s, i)
+				found = true
+			}
+			if sb >= firstOut && j > mid && second {
+				if len(pending) == cap(pending) {
+					second = false
+				} else {
+					pending = append(pending, event{state: sb, end: int32(j)})
+				}
+			}
+		}
+		if second {
+			for _, e := range pending {
+				m.recordCore(text, sc, e.state, int(e.end))
+				found = true
+			}
+			s, i = sb, j
+		}
+	}
+	for i < n {
+		s = trans[s+int32(class[text[i]])]
+		i++
+		if s >= firstOut {
+			m.recordCore(text, sc, s, i)
+			found = true
+		}
+	}
+	return found
+}
+
+// event is a state with outputs, reached at end.
+type event struct {
+	state int32
+	end   int32
+}
+
+// recordCore notes the patterns of core state s, which end before end, and
+// the rules whose literals they are, in sc.
+func (m *Matcher) recordCore(text []byte, sc *scratch, s int32, end int) {
+	pf := m.core
+	st := s / pf.nclass
+	for _, local := range pf.outIDs[pf.outStart[st]:pf.outStart[st+1]] {
+		id := m.coreIDs[local]
+		sc.patterns[id>>6] |= 1 << (id & 63)
+		for _, ref := range m.refs[id] {
+			if ref.exact != nil && !bytes.Equal(text[end-len(ref.exact):end], ref.exact) {
+				continue
+			}
+			if ref.word && !wholeWord(text, end-int(pf.patLen[local]), end) {
+				continue
+			}
+			sc.rules[ref.rule>>6] |= 1 << (ref.rule & 63)
+		}
+	}
+}
+
+// collectHits records in sc.hits the first maxHits occurrences of pf
+// patterns in text, by end and then longest first, and sets sc.overflow
+// when there are more. It does the work once per line.
+func (m *Matcher) collectHits(text []byte, sc *scratch) {
+	if sc.hitsDone {
+		return
+	}
+	sc.hitsDone = true
+	pf := m.pf
+	trans, class, firstOut := pf.trans, &pf.class, pf.firstOut
+	var s int32
+	for end := 0; end < len(text); {
+		s = trans[s+int32(class[text[end]])]
+		end++
+		if s < firstOut {
+			continue
+		}
+		st := s / pf.nclass
+		for _, id := range pf.outIDs[pf.outStart[st]:pf.outStart[st+1]] {
+			if len(sc.hits) == cap(sc.hits) {
+				sc.overflow = true
+				return
+			}
+			sc.hits = append(sc.hits, hit{id: id, end: int32(end)})
+		}
+	}
 }
 
 // condsHold reports whether the patterns that occur in a line satisfy one
@@ -659,7 +778,7 @@ func (a *alternative) condsHold(pats []uint64) bool {
 
 // match evaluates the conditions of r on text, whose literals hit; sc
 // holds the prefilter patterns that occur in text and where.
-func (r *compiledRule) match(line *Line, text []byte, sc *scratch, pf *prefilter) (Match, bool) {
+func (r *compiledRule) match(line *Line, text []byte, sc *scratch, m *Matcher) (Match, bool) {
 	var loc []int
 	var groups []int
 	if len(r.alts) > 0 {
@@ -669,7 +788,7 @@ func (r *compiledRule) match(line *Line, text []byte, sc *scratch, pf *prefilter
 			if !a.condsHold(sc.patterns) {
 				continue
 			}
-			matched, loc = a.find(text, sc, pf)
+			matched, loc = a.find(text, sc, m)
 			if matched {
 				groups = a.groups
 				break
@@ -722,7 +841,11 @@ func (r *compiledRule) match(line *Line, text []byte, sc *scratch, pf *prefilter
 
 // find reports whether a matches text and, when the rule extracts
 // fields, returns the submatch offsets.
-func (a *alternative) find(text []byte, sc *scratch, pf *prefilter) (bool, []int) {
+func (a *alternative) find(text []byte, sc *scratch, m *Matcher) (bool, []int) {
+	if a.anchored != nil {
+		m.collectHits(text, sc)
+	}
+	pf := m.pf
 	if a.anchored != nil && !sc.overflow {
 		for _, h := range sc.hits {
 			if !slices.Contains(a.startIDs, h.id) {

@@ -484,3 +484,107 @@ func TestGateAcceptsEveryLiteral(t *testing.T) {
 		}
 	}
 }
+
+// TestCorePassAndHitsMatchOneWalk checks corePass and collectHits, which
+// split the work of one walk of pf, against that walk: the same
+// candidate rules and condition strings, and the same first occurrences
+// in the same order.
+func TestCorePassAndHitsMatchOneWalk(t *testing.T) {
+	m, err := Default()
+	if err != nil {
+		t.Fatal(err)
+	}
+	inCore := make([]bool, len(m.refs))
+	for _, id := range m.coreIDs {
+		inCore[id] = true
+	}
+	// The pack's own strings and a few frequent bytes, so that lines have
+	// many occurrences, more than maxHits in some.
+	strs := []string{" ", "x", `"`, "s", "=", "\xff", "Token", "401"}
+	for _, r := range m.rules {
+		strs = append(strs, r.Literals...)
+		for _, a := range r.alts {
+			strs = append(strs, a.startStrs...)
+			for _, c := range a.conjs {
+				for _, set := range c {
+					strs = append(strs, set.strs...)
+				}
+			}
+		}
+	}
+	var texts [][]byte
+	// The longest core pattern at every offset of the shortest lines that
+	// corePass walks in two halves.
+	longest := ""
+	for _, s := range strs {
+		if len(s) == m.core.maxLen {
+			longest = s
+		}
+	}
+	if longest == "" {
+		t.Fatalf("no string of the core's longest length %d", m.core.maxLen)
+	}
+	for n := 2 * len(longest); n < 2*len(longest)+4; n++ {
+		for at := 0; at+len(longest) <= n; at++ {
+			texts = append(texts, []byte(strings.Repeat("x", at)+longest+strings.Repeat("x", n-at-len(longest))))
+		}
+	}
+	rng := rand.New(rand.NewPCG(7, 8))
+	for range 5000 {
+		var b strings.Builder
+		for range rng.IntN(120) {
+			b.WriteString(strs[rng.IntN(len(strs))])
+		}
+		texts = append(texts, []byte(b.String()))
+	}
+	overflowed := 0
+	for round, text := range texts {
+
+		want := &scratch{
+			rules:    make([]uint64, (len(m.rules)+63)/64),
+			patterns: make([]uint64, (len(m.refs)+63)/64),
+		}
+		var wantHits []hit
+		if end, s := m.pf.first(text); end >= 0 {
+			m.pf.each(text, end, s, func(id int32, end int) {
+				if inCore[id] {
+					want.patterns[id>>6] |= 1 << (id & 63)
+					for _, ref := range m.refs[id] {
+						if ref.exact != nil && !bytes.Equal(text[end-len(ref.exact):end], ref.exact) {
+							continue
+						}
+						if ref.word && !wholeWord(text, end-int(m.pf.patLen[id]), end) {
+							continue
+						}
+						want.rules[ref.rule>>6] |= 1 << (ref.rule & 63)
+					}
+				}
+				wantHits = append(wantHits, hit{id: id, end: int32(end)})
+			})
+		}
+		wantOverflow := len(wantHits) > maxHits
+		if wantOverflow {
+			wantHits = wantHits[:maxHits]
+			overflowed++
+		}
+
+		got := m.scratch.Get().(*scratch)
+		got.hits, got.overflow, got.hitsDone = got.hits[:0], false, false
+		m.corePass(text, got)
+		m.collectHits(text, got)
+		if !slices.Equal(got.rules, want.rules) || !slices.Equal(got.patterns, want.patterns) {
+			t.Fatalf("round %d, text %q: core pass found rules %x patterns %x, one walk %x %x",
+				round, text, got.rules, got.patterns, want.rules, want.patterns)
+		}
+		if got.overflow != wantOverflow || !slices.Equal(got.hits, wantHits) {
+			t.Fatalf("round %d, text %q: collectHits overflow=%v hits=%v, one walk overflow=%v hits=%v",
+				round, text, got.overflow, got.hits, wantOverflow, wantHits)
+		}
+		clear(got.rules)
+		clear(got.patterns)
+		m.scratch.Put(got)
+	}
+	if overflowed == 0 {
+		t.Error("no line had more than maxHits occurrences; the overflow case went untested")
+	}
+}
