@@ -122,7 +122,10 @@ func runScan(cmd *cobra.Command, f *scanFlags, args []string) error {
 		byRule:     map[string]int{},
 	}
 	if showProgress {
-		st.progress = &progress{w: stderr, start: time.Now()}
+		st.progress = &progress{w: stderr, start: time.Now(), flushOut: st.flushOut}
+		// Match lines clear the status line first, because on a shared
+		// terminal they would otherwise continue it.
+		st.out.Reset(&statusClearingWriter{w: cmd.OutOrStdout(), p: st.progress})
 	}
 	if len(args) == 0 {
 		args = []string{"-"}
@@ -131,21 +134,23 @@ func runScan(cmd *cobra.Command, f *scanFlags, args []string) error {
 	failed := false
 	for _, name := range args {
 		if err := st.scanInput(cmd, name, opts); err != nil {
+			st.flushOut()
 			st.progress.clear()
 			fmt.Fprintf(stderr, "authwatch: scan: %v\n", err)
 			failed = true
 		}
 		if err := cmd.Context().Err(); err != nil {
+			st.flushOut()
 			st.progress.clear()
 			fmt.Fprintln(stderr, "authwatch: scan: interrupted; the summary covers the lines read so far")
 			failed = true
 			break
 		}
 	}
-	st.progress.clear()
 	if err := st.out.Flush(); err != nil {
 		return &exitError{code: exitUsage, err: fmt.Errorf("write output: %w", err)}
 	}
+	st.progress.clear()
 	if f.summary {
 		st.writeSummary(f.maxLineBytes)
 	}
@@ -456,6 +461,15 @@ func (st *scanState) writeJSON(enc *json.Encoder, source string, lineNo int, m *
 	_ = enc.Encode(jm)
 }
 
+// flushOut writes the buffered match lines before a message goes to
+// standard error. The buffer holds whole lines only between chunks, but
+// a full buffer is written out wherever it ends, so without this flush a
+// message could land inside a match line when both streams share a file
+// (2>&1). A write error stays in st.out, and the final Flush returns it.
+func (st *scanState) flushOut() {
+	_ = st.out.Flush()
+}
+
 func (st *scanState) writeSummary(maxLineBytes int) {
 	w := st.stderr
 	fmt.Fprintf(w, "authwatch scan: %d %s, %d lines, %d %s\n",
@@ -522,6 +536,21 @@ type progress struct {
 	start time.Time
 	last  time.Time
 	shown bool
+	// flushOut, if set, runs before each status line is drawn, so the
+	// status line never splits a match line on a shared terminal.
+	flushOut func()
+}
+
+// statusClearingWriter clears the progress status line before each write
+// of match lines.
+type statusClearingWriter struct {
+	w io.Writer
+	p *progress
+}
+
+func (c *statusClearingWriter) Write(b []byte) (int, error) {
+	c.p.clear()
+	return c.w.Write(b)
 }
 
 func progressEnabled(mode string, stderr io.Writer) (bool, error) {
@@ -550,6 +579,9 @@ func (p *progress) update(input string, bytesRead int64, lines, matches int) {
 		return
 	}
 	p.last = now
+	if p.flushOut != nil {
+		p.flushOut()
+	}
 	p.shown = true
 	mib := float64(bytesRead) / (1 << 20)
 	rate := mib / max(now.Sub(p.start).Seconds(), 1e-3)

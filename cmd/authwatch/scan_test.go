@@ -251,3 +251,61 @@ func TestScanProgress(t *testing.T) {
 		t.Errorf("--progress sometimes: exit status %d, want %d", code, exitUsage)
 	}
 }
+
+// TestScanSharedOutputKeepsLinesWhole runs scan with standard output and
+// standard error in one buffer, as `2>&1` does, and checks that no error
+// message, status line or summary lands inside a match line. The matches
+// fill more than the 64 KiB output buffer, so that it is written out in
+// the middle of a line.
+func TestScanSharedOutputKeepsLinesWhole(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "app.log")
+	var in strings.Builder
+	for i := 1; i <= 10000; i++ {
+		if i%10 == 0 {
+			fmt.Fprintf(&in, "ERROR client: GET /api/towns/%d -> 401 Unauthorized\n", i)
+			continue
+		}
+		fmt.Fprintf(&in, "INFO worker: built houses in town %d\n", i)
+	}
+	if err := os.WriteFile(path, []byte(in.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "missing.log")
+
+	for _, progress := range []string{"never", "always"} {
+		t.Run("progress="+progress, func(t *testing.T) {
+			var shared bytes.Buffer
+			code := run([]string{"scan", "--progress", progress, path, missing}, strings.NewReader(""), &shared, &shared)
+			if code != exitUsage {
+				t.Fatalf("exit status %d, want %d (the second input is missing)", code, exitUsage)
+			}
+			// A terminal shows what follows the last "clear line" sequence
+			// of each line.
+			lines := strings.Split(shared.String(), "\n")
+			if last := lines[len(lines)-1]; strings.TrimPrefix(last, "\r\033[K") != "" {
+				t.Errorf("output ends with an unterminated line %q", last)
+			}
+			matches, errLines := 0, 0
+			for _, l := range lines[:len(lines)-1] {
+				if i := strings.LastIndex(l, "\r\033[K"); i >= 0 {
+					l = l[i+len("\r\033[K"):]
+				}
+				switch {
+				case strings.HasPrefix(l, path+":") && strings.HasSuffix(l, "401 Unauthorized"):
+					matches++
+				case strings.HasPrefix(l, "authwatch: scan: open "+missing):
+					errLines++
+				case strings.HasPrefix(l, "authwatch scan: "), strings.HasPrefix(l, "  by "):
+				default:
+					t.Errorf("mixed output line %.200q", l)
+				}
+			}
+			if matches != 1000 {
+				t.Errorf("whole match lines = %d, want 1000", matches)
+			}
+			if errLines != 1 {
+				t.Errorf("error lines for the missing input = %d, want 1", errLines)
+			}
+		})
+	}
+}
