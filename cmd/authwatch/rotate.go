@@ -301,10 +301,13 @@ func runLeading(ctx context.Context, el *leader.Elector, lead func(ctx context.C
 	var lost atomic.Bool
 	err := el.Run(ectx, func(lctx context.Context) error {
 		err := lead(lctx)
-		if ctx.Err() == nil {
+		// An error returned while the Lease is still held is the pipeline's
+		// own failure (a permission error, say) and is reported as such;
+		// only a lead cut short by the elector means the Lease was lost.
+		if ctx.Err() == nil && (err == nil || lctx.Err() != nil) {
 			lost.Store(true)
-			cancel()
 		}
+		cancel()
 		return err
 	})
 	if lost.Load() {
