@@ -305,15 +305,9 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 
 	// The watcher is built by lead, from the checkpoint read when this
 	// replica starts leading (see takeOver); a standby has none.
-	var current atomic.Pointer[watcher.Watcher]
+	ready := &readiness{elector: elector, stage: stage.ready}
 	srv, err := httpserver.New(httpserver.Options{
-		Logger: log, Gatherer: reg, Addr: f.listenAddress,
-		Ready: func() error {
-			if w := current.Load(); w == nil || !w.Synced() {
-				return errors.New("pod informers have not synced")
-			}
-			return stage.ready()
-		},
+		Logger: log, Gatherer: reg, Addr: f.listenAddress, Ready: ready.check,
 	})
 	if err != nil {
 		return err
@@ -356,7 +350,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		if store != nil {
 			store.Register(checkpointWatchSection, w.MarshalCheckpoint)
 		}
-		current.Store(w)
+		ready.watcher.Store(w)
 		var inner sync.WaitGroup
 		sinkDone := make(chan struct{})
 		go func() { defer close(sinkDone); pipe.dispatch() }()

@@ -22,9 +22,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Addr is the listen address, for example ":9090" or "127.0.0.1:0".
 	Addr string
-	// Ready returns nil once the daemon is ready, or why it is not;
-	// nil Ready means always ready.
-	Ready func() error
+	// Ready returns the body of a 200 /readyz response ("ok" when empty)
+	// once the daemon is ready, or an error that says why it is not,
+	// served with 503. A nil Ready means always ready.
+	Ready func() (string, error)
 	// Listening, if set, is called with the bound address once the
 	// listener is open (useful with port 0).
 	Listening func(addr net.Addr)
@@ -47,13 +48,18 @@ func New(opts Options) (*Server, error) {
 		_, _ = fmt.Fprintln(w, "ok")
 	})
 	s.mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		body := ""
 		if opts.Ready != nil {
-			if err := opts.Ready(); err != nil {
+			var err error
+			if body, err = opts.Ready(); err != nil {
 				http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
 				return
 			}
 		}
-		_, _ = fmt.Fprintln(w, "ok")
+		if body == "" {
+			body = "ok"
+		}
+		_, _ = fmt.Fprintln(w, body)
 	})
 	return s, nil
 }

@@ -21,14 +21,16 @@ func TestEndpoints(t *testing.T) {
 	reg.MustRegister(c)
 	c.Add(3)
 	var ready atomic.Bool
+	var detail atomic.Value
+	detail.Store("")
 	addrc := make(chan net.Addr, 1)
 	srv, err := New(Options{
 		Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Gatherer: reg, Addr: "127.0.0.1:0",
-		Ready: func() error {
+		Ready: func() (string, error) {
 			if !ready.Load() {
-				return errors.New("pod informers have not synced")
+				return "", errors.New("pod informers have not synced")
 			}
-			return nil
+			return detail.Load().(string), nil
 		},
 		Listening: func(a net.Addr) { addrc <- a },
 	})
@@ -57,8 +59,12 @@ func TestEndpoints(t *testing.T) {
 		t.Errorf("/readyz before ready = %d %q, want 503 with the reason", code, body)
 	}
 	ready.Store(true)
-	if code, _ := get("/readyz"); code != http.StatusOK {
-		t.Errorf("/readyz when ready = %d, want 200", code)
+	if code, body := get("/readyz"); code != http.StatusOK || body != "ok\n" {
+		t.Errorf("/readyz when ready = %d %q, want 200 ok", code, body)
+	}
+	detail.Store("standby: waiting for the Lease authwatch/authwatch-leader")
+	if code, body := get("/readyz"); code != http.StatusOK || body != "standby: waiting for the Lease authwatch/authwatch-leader\n" {
+		t.Errorf("/readyz when ready with a detail = %d %q, want 200 with the detail", code, body)
 	}
 	if code, body := get("/metrics"); code != http.StatusOK || !strings.Contains(body, "authwatch_test_total 3") {
 		t.Errorf("/metrics = %d, lacks the counter:\n%s", code, body)

@@ -79,6 +79,18 @@ func (e *Elector) IsLeader() bool {
 	return e.leading.Load() && le != nil && le.IsLeader() && le.Check(0) == nil
 }
 
+// Lease returns the Lease's "namespace/name".
+func (e *Elector) Lease() string { return e.opts.Namespace + "/" + e.opts.Name }
+
+// Holder returns the identity of the Lease holder that this replica saw
+// last, or "" before it has read the Lease.
+func (e *Elector) Holder() string {
+	if le := e.le.Load(); le != nil {
+		return le.GetLeader()
+	}
+	return ""
+}
+
 // Run campaigns for the Lease until ctx ends. While this replica leads,
 // lead runs with a context that ends when the leadership ends. When the
 // leadership is lost, Run waits for lead to return and campaigns again.
