@@ -43,15 +43,19 @@ type Matcher struct {
 	// candidate, so that the common words of regex conditions ("status",
 	// "http") do not send every line through the core pass.
 	gate *prefilter
-	// core holds the patterns of pf that are rule literals or condition
-	// strings, and coreIDs maps its pattern ids to those of pf. Its pass
-	// finds the candidate rules and the conditions that hold. The
+	// core holds prefixes of the patterns of pf that are rule literals or
+	// condition strings. Its pass finds the candidate rules and the
+	// conditions that hold. The
 	// start strings that only anchor regexes, such as '"' and "s", hit
 	// on most bytes of some lines, so pf runs only when a regex needs
 	// them (see collectHits).
-	core    *prefilter
-	coreIDs []int32
-	refs    [][]litRef // per prefilter pattern, the rules that use it
+	core *prefilter
+	// coreIDs maps a pattern of core, a prefix of at most gatePrefixLen
+	// bytes, to the pf patterns that start with it. corePats holds those
+	// patterns, folded, by pf id.
+	coreIDs  [][]int32
+	corePats [][]byte
+	refs     [][]litRef // per prefilter pattern, the rules that use it
 	// scratch holds *scratch values, one per concurrent Match call,
 	// cleared before they return to the pool.
 	scratch sync.Pool
@@ -506,8 +510,9 @@ func (m *Matcher) buildPrefilter() int {
 	return len(patterns)
 }
 
-// buildCore builds core from the patterns of pf that are rule literals
-// or condition strings.
+// buildCore builds core from the prefixes of the patterns of pf that are
+// rule literals or condition strings. Short patterns keep the automaton
+// small and let corePass split most lines into two walks.
 func (m *Matcher) buildCore(patterns [][]byte) {
 	used := make([]bool, len(patterns))
 	for id, refs := range m.refs {
@@ -524,14 +529,25 @@ func (m *Matcher) buildCore(patterns [][]byte) {
 			}
 		}
 	}
-	var core [][]byte
+	var prefixes [][]byte
+	index := map[string]int{}
+	m.corePats = make([][]byte, len(patterns))
 	for id, u := range used {
-		if u {
-			core = append(core, patterns[id])
-			m.coreIDs = append(m.coreIDs, int32(id))
+		if !u {
+			continue
 		}
+		m.corePats[id] = patterns[id]
+		p := patterns[id][:min(len(patterns[id]), gatePrefixLen)]
+		k, ok := index[string(p)]
+		if !ok {
+			k = len(prefixes)
+			index[string(p)] = k
+			prefixes = append(prefixes, p)
+			m.coreIDs = append(m.coreIDs, nil)
+		}
+		m.coreIDs[k] = append(m.coreIDs[k], int32(id))
 	}
-	m.core = newPrefilter(core)
+	m.core = newPrefilter(prefixes)
 }
 
 // gatePrefixLen is the length to which gatePatterns cuts literals.
@@ -700,24 +716,43 @@ type event struct {
 	end   int32
 }
 
-// recordCore notes the patterns of core state s, which end before end, and
-// the rules whose literals they are, in sc.
+// recordCore notes in sc the pf patterns that start with the prefixes of
+// core state s, which end before end, and the rules whose literals they
+// are.
 func (m *Matcher) recordCore(text []byte, sc *scratch, s int32, end int) {
 	pf := m.core
 	st := s / pf.nclass
 	for _, local := range pf.outIDs[pf.outStart[st]:pf.outStart[st+1]] {
-		id := m.coreIDs[local]
-		sc.patterns[id>>6] |= 1 << (id & 63)
-		for _, ref := range m.refs[id] {
-			if ref.exact != nil && !bytes.Equal(text[end-len(ref.exact):end], ref.exact) {
+		start := end - int(pf.patLen[local])
+		for _, id := range m.coreIDs[local] {
+			p := m.corePats[id]
+			stop := start + len(p)
+			if stop > len(text) || !equalFoldFolded(text[end:stop], p[end-start:]) {
 				continue
 			}
-			if ref.word && !wholeWord(text, end-int(pf.patLen[local]), end) {
-				continue
+			sc.patterns[id>>6] |= 1 << (id & 63)
+			for _, ref := range m.refs[id] {
+				if ref.exact != nil && !bytes.Equal(text[start:stop], ref.exact) {
+					continue
+				}
+				if ref.word && !wholeWord(text, start, stop) {
+					continue
+				}
+				sc.rules[ref.rule>>6] |= 1 << (ref.rule & 63)
 			}
-			sc.rules[ref.rule>>6] |= 1 << (ref.rule & 63)
 		}
 	}
+}
+
+// equalFoldFolded reports whether text equals the folded pattern p,
+// ignoring ASCII case. Both have the same length.
+func equalFoldFolded(text, p []byte) bool {
+	for i, b := range p {
+		if fold(text[i]) != b {
+			return false
+		}
+	}
+	return true
 }
 
 // collectHits records in sc.hits the first maxHits occurrences of pf

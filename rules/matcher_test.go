@@ -495,8 +495,8 @@ func TestCorePassAndHitsMatchOneWalk(t *testing.T) {
 		t.Fatal(err)
 	}
 	inCore := make([]bool, len(m.refs))
-	for _, id := range m.coreIDs {
-		inCore[id] = true
+	for id, p := range m.corePats {
+		inCore[id] = p != nil
 	}
 	// The pack's own strings and a few frequent bytes, so that lines have
 	// many occurrences, more than maxHits in some.
@@ -513,17 +513,9 @@ func TestCorePassAndHitsMatchOneWalk(t *testing.T) {
 		}
 	}
 	var texts [][]byte
-	// The longest core pattern at every offset of the shortest lines that
-	// corePass walks in two halves.
-	longest := ""
-	for _, s := range strs {
-		if len(s) == m.core.maxLen {
-			longest = s
-		}
-	}
-	if longest == "" {
-		t.Fatalf("no string of the core's longest length %d", m.core.maxLen)
-	}
+	// The longest core pattern at every offset of lines a little longer
+	// than twice its length, which corePass walks in two halves.
+	longest := string(slices.MaxFunc(m.corePats, func(a, b []byte) int { return len(a) - len(b) }))
 	for n := 2 * len(longest); n < 2*len(longest)+4; n++ {
 		for at := 0; at+len(longest) <= n; at++ {
 			texts = append(texts, []byte(strings.Repeat("x", at)+longest+strings.Repeat("x", n-at-len(longest))))
