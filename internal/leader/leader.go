@@ -11,9 +11,12 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
+
+	"github.com/authwatch/authwatch/internal/permission"
 )
 
 // Options configures an Elector.
@@ -30,12 +33,17 @@ type Options struct {
 	RenewDeadline time.Duration
 	RetryPeriod   time.Duration
 	Logger        *slog.Logger
+	// Registerer, when set, counts the Lease requests that the API server
+	// rejects with 403 Forbidden in authwatch_api_permission_errors_total
+	// and logs each with the RBAC fix; nil leaves them to client-go's log.
+	Registerer prometheus.Registerer
 }
 
 // Elector campaigns for the Lease and runs a function while it leads.
 type Elector struct {
 	opts    Options
 	logger  *slog.Logger
+	perm    *permission.Reporter // nil without Options.Registerer
 	leading atomic.Bool
 	le      atomic.Pointer[leaderelection.LeaderElector]
 }
@@ -69,7 +77,15 @@ func New(opts Options) (*Elector, error) {
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	return &Elector{opts: opts, logger: opts.Logger.With("component", "leader", "lease", opts.Namespace+"/"+opts.Name)}, nil
+	e := &Elector{opts: opts, logger: opts.Logger.With("component", "leader", "lease", opts.Namespace+"/"+opts.Name)}
+	if opts.Registerer != nil {
+		perm, err := permission.New(permission.Options{Logger: e.logger, Registerer: opts.Registerer, Accesses: leaseAccesses})
+		if err != nil {
+			return nil, fmt.Errorf("leader: %w", err)
+		}
+		e.perm = perm
+	}
+	return e, nil
 }
 
 // IsLeader reports whether this replica holds an unexpired Lease now.
@@ -113,6 +129,9 @@ func (e *Elector) term(ctx context.Context, lead func(ctx context.Context) error
 		e.opts.Client.CoreV1(), e.opts.Client.CoordinationV1(), resourcelock.ResourceLockConfig{Identity: e.opts.Identity})
 	if err != nil {
 		return fmt.Errorf("leader: %w", err)
+	}
+	if e.perm != nil {
+		lock = &reportingLock{Interface: lock, perm: e.perm, namespace: e.opts.Namespace}
 	}
 
 	var (

@@ -36,14 +36,17 @@ type Resource string
 
 // Resources that authwatch requests.
 const (
-	Pods        Resource = "pods"
-	PodLogs     Resource = "pods/log"
-	PodExec     Resource = "pods/exec"
-	ConfigMaps  Resource = "configmaps"
-	Secrets     Resource = "secrets"
-	Leases      Resource = "leases"
-	Deployments Resource = "deployments"
-	Events      Resource = "events"
+	Pods         Resource = "pods"
+	PodLogs      Resource = "pods/log"
+	PodExec      Resource = "pods/exec"
+	ConfigMaps   Resource = "configmaps"
+	Secrets      Resource = "secrets"
+	Leases       Resource = "leases"
+	Deployments  Resource = "deployments"
+	StatefulSets Resource = "statefulsets"
+	DaemonSets   Resource = "daemonsets"
+	ReplicaSets  Resource = "replicasets"
+	Events       Resource = "events"
 )
 
 // Access is one (verb, resource) pair.
