@@ -27,7 +27,7 @@ test-unit:
 	$(GO) test -race -count=1 ./...
 
 # Each fuzz target runs for FUZZTIME; go test -fuzz takes one target a run.
-FUZZ_TARGETS := ./alerting:FuzzSlackBlocksWithinLimits ./remediation:FuzzValidateToken ./rules:FuzzCompile ./rules:FuzzMatch ./rules/logfile:FuzzReader ./watcher:FuzzLineReader
+FUZZ_TARGETS := ./alerting:FuzzSlackBlocksWithinLimits ./remediation:FuzzValidateToken ./rules:FuzzCompile ./rules:FuzzMatch ./rules/logfile:FuzzReader ./watcher:FuzzLineReader ./cmd/authwatch:FuzzDecodeConfig
 
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \

@@ -49,6 +49,11 @@ func (e *Error) Error() string {
 	return b.String()
 }
 
+// ErrWalk marks a value that the check accepted but yaml.v3 then failed
+// to decode. Such an error is a bug in this package, and the fuzz test
+// of the composed config looks for it.
+var ErrWalk = errors.New("configfile: value accepted by the check failed to decode")
+
 // RefKind is the kind of thing that a string value names.
 type RefKind int
 
@@ -104,7 +109,7 @@ func Decode(file string, data []byte, dst any) ([]Ref, error) {
 	}
 	if err := root.Decode(dst); err != nil {
 		// The walk accepts only what decodes, so this is a bug here.
-		return nil, fmt.Errorf("%s: %w", file, err)
+		return nil, fmt.Errorf("%s: %w: %w", file, ErrWalk, err)
 	}
 
 	var refs []Ref
@@ -271,6 +276,10 @@ func (w *walker) mapping(n *yaml.Node, path string, t reflect.Type) {
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, v := n.Content[i], n.Content[i+1]
+		if k.ShortTag() == "!!merge" {
+			w.merge(v, path, t)
+			continue
+		}
 		kpath := join(path, k.Value)
 		idx := slices.IndexFunc(fields, func(f field) bool { return f.key == k.Value })
 		if idx < 0 {
@@ -283,6 +292,24 @@ func (w *walker) mapping(n *yaml.Node, path string, t reflect.Type) {
 		}
 		seen[k.Value] = true
 		w.check(v, kpath, fields[idx].typ)
+	}
+}
+
+// merge checks the mappings that a "<<" merge key brings in: one
+// mapping, an alias of one, or a list of them.
+func (w *walker) merge(v *yaml.Node, path string, t reflect.Type) {
+	if v.Kind == yaml.AliasNode && v.Alias != nil {
+		v = v.Alias
+	}
+	if v.Kind != yaml.SequenceNode {
+		w.mapping(v, path, t)
+		return
+	}
+	for _, e := range v.Content {
+		if e.Kind == yaml.AliasNode && e.Alias != nil {
+			e = e.Alias
+		}
+		w.mapping(e, path, t)
 	}
 }
 

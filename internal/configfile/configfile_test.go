@@ -98,6 +98,28 @@ func TestDecodeRefs(t *testing.T) {
 	}
 }
 
+func TestDecodeMergeKey(t *testing.T) {
+	doc := "base: &base {channel: \"#a\"}\nslack:\n  <<: *base\n  token_env: T\n"
+	var c struct {
+		Base  testSlack  `yaml:"base"`
+		Slack *testSlack `yaml:"slack"`
+	}
+	if _, err := Decode("c.yaml", []byte(doc), &c); err != nil {
+		t.Fatal(err)
+	}
+	if c.Slack == nil || c.Slack.Channel != "#a" || c.Slack.TokenEnv != "T" {
+		t.Errorf("slack = %+v, want the merged channel #a and token_env T", c.Slack)
+	}
+
+	bad := "base: &base {chanel: \"#a\"}\nslack:\n  <<: *base\n"
+	_, err := Decode("c.yaml", []byte(bad), &c)
+	want := `c.yaml:1: base.chanel: unknown key "chanel"; did you mean channel? valid keys are token_file, token_env, channel` + "\n" +
+		`c.yaml:1: slack.chanel: unknown key "chanel"; did you mean channel? valid keys are token_file, token_env, channel`
+	if err == nil || err.Error() != want {
+		t.Errorf("error = %v\nwant    %s", err, want)
+	}
+}
+
 func TestDecodeEmptyKeepsDefaults(t *testing.T) {
 	for _, doc := range []string{"", "# only a comment\n", "~\n"} {
 		c := testConfig{Ratio: 0.5}
