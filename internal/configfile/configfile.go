@@ -175,8 +175,10 @@ func (w *walker) check(n *yaml.Node, path string, t reflect.Type) {
 	}
 	switch {
 	case isDuration(t):
-		if _, err := time.ParseDuration(n.Value); n.Kind != yaml.ScalarNode || err != nil {
-			w.fail(n, path, "use a Go duration such as 5m, 30s or 1h30m", "invalid duration %s", describe(n))
+		if n.Kind != yaml.ScalarNode {
+			w.fail(n, path, "use a Go duration such as 5m, 30s or 1h30m", "expected a duration, got %s", describe(n))
+		} else if _, err := time.ParseDuration(n.Value); err != nil {
+			w.fail(n, path, "use a Go duration such as 5m, 30s or 1h30m", "invalid duration %q", n.Value)
 		}
 		return
 	case t.Kind() == reflect.Struct:

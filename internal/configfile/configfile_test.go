@@ -37,7 +37,7 @@ func TestDecodeErrors(t *testing.T) {
 		{"duration", "window: 5 minutes\n",
 			`c.yaml:1: window: invalid duration "5 minutes"; use a Go duration such as 5m, 30s or 1h30m`},
 		{"duration list", "window: [1m]\n",
-			`c.yaml:1: window: invalid duration a list; use a Go duration such as 5m, 30s or 1h30m`},
+			`c.yaml:1: window: expected a duration, got a list; use a Go duration such as 5m, 30s or 1h30m`},
 		{"number", "ratio: half\n",
 			`c.yaml:1: ratio: invalid number "half"; use a number such as 0.5`},
 		{"string from mapping", "slack: {channel: {a: b}}\n",
