@@ -75,6 +75,8 @@ alerting:
 	first := startReplica(t, args...)
 	waitLeader(t, ns, first)
 	second := startReplica(t, args...)
+	waitReadyz(t, first, "ok: leading, Lease "+ns+"/authwatch-leader")
+	waitReadyz(t, second, "ok: standby, waiting for the Lease "+ns+"/authwatch-leader")
 
 	env := []corev1.EnvVar{{Name: "API_TOKEN", Value: "expired-token-value"}}
 	dep := scriptDeployment(ns, "town-builder", 1, env,
@@ -161,6 +163,21 @@ func waitLeader(t *testing.T, ns string, d *daemon) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// waitReadyz waits until d's /readyz is 200 with a body that starts with
+// want. A new leader is briefly unready while it reads the checkpoint and
+// its informers sync.
+func waitReadyz(t *testing.T, d *daemon, want string) {
+	t.Helper()
+	err := harness.WaitFor(t.Context(), 30*time.Second, "authwatch /readyz "+want, func(ctx context.Context) (bool, error) {
+		body, code, err := d.get(ctx, "/readyz")
+		return err == nil && code == http.StatusOK && strings.HasPrefix(body, want),
+			fmt.Errorf("replica pid %d: HTTP %d %q (%v)", d.cmd.Process.Pid, code, body, err)
+	})
+	if err != nil {
+		t.Error(err)
 	}
 }
 

@@ -22,8 +22,9 @@ import (
 	"github.com/authwatch/authwatch/remediation"
 )
 
-// startReplica runs `authwatch run` like startAuthwatch but waits only for
-// /healthz: a standby serves it and is not ready until it leads.
+// startReplica runs `authwatch run` like startAuthwatch and waits until
+// /readyz is 200. A standby is ready too, because otherwise a Deployment's
+// rolling update, whose new pods are standbys, would never proceed.
 func startReplica(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -59,12 +60,12 @@ func startReplica(t *testing.T, args ...string) *daemon {
 			t.Logf("authwatch replica pid %d output:\n%s", d.cmd.Process.Pid, d.output())
 		}
 	})
-	err = harness.WaitFor(t.Context(), time.Minute, "authwatch /healthz", func(ctx context.Context) (bool, error) {
+	err = harness.WaitFor(t.Context(), time.Minute, "authwatch /readyz", func(ctx context.Context) (bool, error) {
 		if !d.running() {
 			return false, fmt.Errorf("%w: authwatch exited: %v", harness.ErrStopWaiting, d.waitErr)
 		}
-		_, code, err := d.get(ctx, "/healthz")
-		return err == nil && code == http.StatusOK, fmt.Errorf("HTTP %d (%v)", code, err)
+		body, code, err := d.get(ctx, "/readyz")
+		return err == nil && code == http.StatusOK, fmt.Errorf("HTTP %d %q (%v)", code, body, err)
 	})
 	if err != nil {
 		t.Fatal(err)
