@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
 
+	"github.com/authwatch/authwatch/internal/permission"
 	"github.com/authwatch/authwatch/internal/secret"
 )
 
@@ -227,12 +228,18 @@ func newHarness(t *testing.T, target Target, objects ...runtime.Object) *harness
 		source:   &staticSource{},
 		leader:   &switchLeader{},
 	}
+	logger := slog.New(slog.NewJSONHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	perm, err := permission.New(permission.Options{Logger: logger, Registerer: h.reg})
+	if err != nil {
+		t.Fatal(err)
+	}
 	rot, err := New(Options{
 		Config:       Config{Targets: []Target{target}},
 		Client:       cs,
+		Permissions:  perm,
 		Reporter:     h.reporter,
 		Leader:       h.leader,
-		Logger:       slog.New(slog.NewJSONHandler(&lockedWriter{w: h.logs}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Logger:       logger,
 		Registerer:   h.reg,
 		Identity:     "authwatch-0",
 		PollInterval: time.Second,

@@ -8,6 +8,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/authwatch/authwatch/internal/permission"
 )
 
 // Plan is the list of actions that a rotation of one target would take,
@@ -96,6 +98,7 @@ func (r *Rotator) Plan(ctx context.Context, target string) (*Plan, error) {
 func (r *Rotator) plan(ctx context.Context, t *Target) (*Plan, error) {
 	sec, err := r.client.CoreV1().Secrets(t.Secret.Namespace).Get(ctx, t.Secret.Name, metav1.GetOptions{})
 	if err != nil {
+		err = r.perm.check(err, permission.Get, permission.Secrets, t.Secret.Namespace)
 		return nil, fmt.Errorf("remediation: read Secret %s/%s: %w", t.Secret.Namespace, t.Secret.Name, err)
 	}
 	if owner := foreignOwner(sec); owner != "" {

@@ -11,6 +11,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/authwatch/authwatch/internal/permission"
 )
 
 // AnnotationRestartedAt is the pod-template annotation that `kubectl
@@ -78,6 +80,7 @@ func (r *Rotator) getWorkload(ctx context.Context, namespace string, ref Workloa
 		return nil, fmt.Errorf("remediation: unsupported workload kind %q", ref.Kind)
 	}
 	if err != nil {
+		err = r.perm.check(err, permission.Get, workloadResource(ref.Kind), namespace)
 		return nil, fmt.Errorf("remediation: read %s in %s: %w", ref, namespace, err)
 	}
 	w.object, w.template = obj, tmpl
@@ -166,6 +169,7 @@ func (r *Rotator) restart(ctx context.Context, namespace string, ref WorkloadRef
 		_, err = apps.DaemonSets(namespace).Patch(ctx, ref.Name, types.StrategicMergePatchType, body, opts)
 	}
 	if err != nil {
+		err = r.perm.check(err, permission.Patch, workloadResource(ref.Kind), namespace)
 		return "", fmt.Errorf("remediation: restart %s in %s: %w", ref, namespace, err)
 	}
 	return value, nil
@@ -222,18 +226,21 @@ func (r *Rotator) rolloutStatus(ctx context.Context, namespace string, ref Workl
 	case "Deployment":
 		d, err := apps.Deployments(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		if err != nil {
+			err = r.perm.check(err, permission.Get, workloadResource(ref.Kind), namespace)
 			return rolloutStatus{}, fmt.Errorf("remediation: read %s in %s: %w", ref, namespace, err)
 		}
 		return r.deploymentStatus(ctx, d, restartedAt)
 	case "StatefulSet":
 		s, err := apps.StatefulSets(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		if err != nil {
+			err = r.perm.check(err, permission.Get, workloadResource(ref.Kind), namespace)
 			return rolloutStatus{}, fmt.Errorf("remediation: read %s in %s: %w", ref, namespace, err)
 		}
 		return statefulSetStatus(s), nil
 	case "DaemonSet":
 		d, err := apps.DaemonSets(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		if err != nil {
+			err = r.perm.check(err, permission.Get, workloadResource(ref.Kind), namespace)
 			return rolloutStatus{}, fmt.Errorf("remediation: read %s in %s: %w", ref, namespace, err)
 		}
 		return daemonSetStatus(d), nil
@@ -257,6 +264,7 @@ func (r *Rotator) deploymentStatus(ctx context.Context, d *appsv1.Deployment, re
 		LabelSelector: metav1.FormatLabelSelector(d.Spec.Selector),
 	})
 	if err != nil {
+		err = r.perm.check(err, permission.List, permission.ReplicaSets, d.Namespace)
 		return rolloutStatus{}, fmt.Errorf("remediation: list ReplicaSets of Deployment %s/%s: %w", d.Namespace, d.Name, err)
 	}
 	newRS := ""

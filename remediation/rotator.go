@@ -26,6 +26,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/authwatch/authwatch/internal/permission"
 	"github.com/authwatch/authwatch/internal/secret"
 )
 
@@ -37,6 +38,10 @@ type Options struct {
 	// Executor runs exec sources; required when a target has one.
 	Executor PodExecutor
 	Reporter Reporter
+	// Permissions counts and logs the requests that the API server
+	// rejects with 403 Forbidden; nil leaves them to the step's failure
+	// message, which names the verb, the resource and the fix either way.
+	Permissions *permission.Reporter
 	// Leader is checked before every write; nil means this process acts
 	// alone, as `authwatch rotate` does.
 	Leader     LeaderChecker
@@ -74,6 +79,7 @@ func (o *Options) validate() error {
 type Rotator struct {
 	cfg            Config
 	client         kubernetes.Interface
+	perm           permissions
 	reporter       Reporter
 	leader         LeaderChecker
 	logger         *slog.Logger
@@ -125,6 +131,7 @@ func New(opts Options) (*Rotator, error) {
 	r := &Rotator{
 		cfg:            opts.Config,
 		client:         opts.Client,
+		perm:           permissions{reporter: opts.Permissions},
 		reporter:       opts.Reporter,
 		leader:         opts.Leader,
 		logger:         opts.Logger.With("component", "remediation"),
@@ -158,12 +165,17 @@ func New(opts Options) (*Rotator, error) {
 func (r *Rotator) buildSource(t *Target, executor PodExecutor) (TokenSource, error) {
 	switch s := t.Source; {
 	case s.HTTP != nil:
-		return newHTTPSource(*s.HTTP, t.Secret.Namespace, r.client)
+		src, err := newHTTPSource(*s.HTTP, t.Secret.Namespace, r.client)
+		if err != nil {
+			return nil, err
+		}
+		src.perm = r.perm
+		return src, nil
 	case s.Exec != nil:
 		if executor == nil {
 			return nil, errors.New("exec source needs Options.Executor")
 		}
-		return &execSource{cfg: *s.Exec, pattern: t.pattern, client: r.client, exec: executor}, nil
+		return &execSource{cfg: *s.Exec, pattern: t.pattern, client: r.client, perm: r.perm, exec: executor}, nil
 	case s.Command != nil:
 		return &commandSource{cfg: *s.Command}, nil
 	}
@@ -620,6 +632,7 @@ func (ru *run) event(ctx context.Context, eventType, reason, msg string) {
 		Count:               1,
 	}
 	if _, err := ru.r.client.CoreV1().Events(ru.object.Namespace).Create(ctx, ev, metav1.CreateOptions{}); err != nil {
+		err = ru.r.perm.check(err, permission.Create, permission.Events, ru.object.Namespace)
 		ru.r.logger.Warn("rotation event not recorded", "target", ru.t.Name, "rotation_id", ru.id, "reason", reason, "err", err)
 	}
 }
@@ -637,6 +650,7 @@ func truncate(s string, n int) string {
 func (r *Rotator) resume(ctx context.Context, t *Target) {
 	sec, err := r.client.CoreV1().Secrets(t.Secret.Namespace).Get(ctx, t.Secret.Name, metav1.GetOptions{})
 	if err != nil {
+		err = r.perm.check(err, permission.Get, permission.Secrets, t.Secret.Namespace)
 		r.logger.Warn("rotation state not readable", "target", t.Name, "err", err)
 		return
 	}
@@ -691,6 +705,7 @@ func (r *Rotator) checkExpiry(ctx context.Context) {
 		t := &r.cfg.Targets[i]
 		sec, err := r.client.CoreV1().Secrets(t.Secret.Namespace).Get(ctx, t.Secret.Name, metav1.GetOptions{})
 		if err != nil {
+			err = r.perm.check(err, permission.Get, permission.Secrets, t.Secret.Namespace)
 			if ctx.Err() == nil {
 				r.logger.Warn("token expiry not readable", "target", t.Name, "err", err)
 			}

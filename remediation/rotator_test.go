@@ -740,6 +740,12 @@ func TestRotateVerificationCannotReadPods(t *testing.T) {
 		if res.Outcome != OutcomeNotVerified || !strings.Contains(res.Err.Error(), "to tell whether it is new") {
 			t.Fatalf("result = %s (%v), want not_verified naming the unreadable pod", res.Outcome, res.Err)
 		}
+		if !strings.Contains(res.Err.Error(), "permission denied to get pods") || !strings.Contains(res.Err.Error(), "fix: grant get on pods") {
+			t.Errorf("err = %v, want the verb, the resource and the fix", res.Err)
+		}
+		if got := permissionErrors(t, h.reg, "get", "pods"); got < 1 {
+			t.Errorf(`authwatch_api_permission_errors_total{verb="get",resource="pods"} = %v, want >= 1`, got)
+		}
 	})
 }
 

@@ -15,6 +15,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/authwatch/authwatch/internal/permission"
 	"github.com/authwatch/authwatch/internal/secret"
 )
 
@@ -88,10 +89,12 @@ func (r *Rotator) writeBackup(ctx context.Context, t *Target, id string, previou
 	switch {
 	case apierrors.IsNotFound(err):
 		if _, err := secrets.Create(ctx, want, metav1.CreateOptions{}); err != nil {
+			err = r.perm.check(err, permission.Create, permission.Secrets, want.Namespace)
 			return fmt.Errorf("remediation: create backup Secret %s/%s: %w", want.Namespace, want.Name, err)
 		}
 		return nil
 	case err != nil:
+		err = r.perm.check(err, permission.Get, permission.Secrets, want.Namespace)
 		return fmt.Errorf("remediation: read backup Secret %s/%s: %w", want.Namespace, want.Name, err)
 	}
 	if cur.Labels[labelManagedBy] != labelManagedByName {
@@ -100,6 +103,7 @@ func (r *Rotator) writeBackup(ctx context.Context, t *Target, id string, previou
 	}
 	want.ResourceVersion = cur.ResourceVersion
 	if _, err := secrets.Update(ctx, want, metav1.UpdateOptions{}); err != nil {
+		err = r.perm.check(err, permission.Update, permission.Secrets, want.Namespace)
 		return fmt.Errorf("remediation: update backup Secret %s/%s: %w", want.Namespace, want.Name, err)
 	}
 	return nil
@@ -135,6 +139,7 @@ func (r *Rotator) patchToken(ctx context.Context, t *Target, read *corev1.Secret
 			return patched, nil
 		}
 		if !apierrors.IsConflict(err) {
+			err = r.perm.check(err, permission.Patch, permission.Secrets, t.Secret.Namespace)
 			return nil, fmt.Errorf("remediation: patch Secret %s/%s: %s", t.Secret.Namespace, t.Secret.Name, redact(err, tok))
 		}
 		if attempt >= maxPatchAttempts {
@@ -143,6 +148,7 @@ func (r *Rotator) patchToken(ctx context.Context, t *Target, read *corev1.Secret
 		r.logger.Warn("secret patch conflict, re-reading", "target", t.Name, "rotation_id", c.id, "attempt", attempt)
 		cur, err = secrets.Get(ctx, t.Secret.Name, metav1.GetOptions{})
 		if err != nil {
+			err = r.perm.check(err, permission.Get, permission.Secrets, t.Secret.Namespace)
 			return nil, fmt.Errorf("remediation: re-read Secret %s/%s after a conflict: %w", t.Secret.Namespace, t.Secret.Name, err)
 		}
 		st := readState(cur)
@@ -206,6 +212,7 @@ func (r *Rotator) writeJournal(ctx context.Context, t *Target, j journal) error 
 	}
 	_, err = r.client.CoreV1().Secrets(t.Secret.Namespace).Patch(ctx, t.Secret.Name, types.MergePatchType, body, metav1.PatchOptions{})
 	if err != nil {
+		err = r.perm.check(err, permission.Patch, permission.Secrets, t.Secret.Namespace)
 		return fmt.Errorf("remediation: write journal on Secret %s/%s: %w", t.Secret.Namespace, t.Secret.Name, err)
 	}
 	return nil

@@ -21,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/authwatch/authwatch/internal/permission"
 	"github.com/authwatch/authwatch/internal/secret"
 )
 
@@ -48,6 +49,7 @@ type httpSource struct {
 	cfg    HTTPSource
 	ns     string
 	client kubernetes.Interface
+	perm   permissions
 	http   *http.Client
 }
 
@@ -148,6 +150,7 @@ func (s *httpSource) credentials(ctx context.Context) (map[string]secret.Value, 
 	case s.cfg.CredentialsSecret != "":
 		sec, err := s.client.CoreV1().Secrets(s.ns).Get(ctx, s.cfg.CredentialsSecret, metav1.GetOptions{})
 		if err != nil {
+			err = s.perm.check(err, permission.Get, permission.Secrets, s.ns)
 			return nil, fmt.Errorf("%w: read credentials Secret %s/%s: %v", ErrSource, s.ns, s.cfg.CredentialsSecret, err)
 		}
 		for k, v := range sec.Data {
@@ -235,6 +238,7 @@ type execSource struct {
 	cfg     ExecSource
 	pattern *regexp.Regexp
 	client  kubernetes.Interface
+	perm    permissions
 	exec    PodExecutor
 }
 
@@ -253,6 +257,7 @@ func (s *execSource) Token(ctx context.Context) (secret.Value, error) {
 	}
 	var stdout, stderr limitedBuffer
 	if err := s.exec.Exec(ctx, s.cfg.Namespace, pod, s.cfg.Container, s.cfg.Command, &stdout, &stderr); err != nil {
+		err = s.perm.check(err, permission.Create, permission.PodExec, s.cfg.Namespace)
 		// stderr is left out: a command that prints the token on failure
 		// would leak it.
 		return secret.Value{}, fmt.Errorf("%w: exec in pod %s/%s: %v", ErrSource, s.cfg.Namespace, pod, err)
@@ -273,6 +278,7 @@ func (s *execSource) Token(ctx context.Context) (secret.Value, error) {
 func (s *execSource) pickPod(ctx context.Context) (string, error) {
 	pods, err := s.client.CoreV1().Pods(s.cfg.Namespace).List(ctx, metav1.ListOptions{LabelSelector: s.cfg.Selector})
 	if err != nil {
+		err = s.perm.check(err, permission.List, permission.Pods, s.cfg.Namespace)
 		return "", fmt.Errorf("%w: list pods in %s matching %s: %v", ErrSource, s.cfg.Namespace, s.cfg.Selector, err)
 	}
 	var ready []string

@@ -10,6 +10,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/authwatch/authwatch/internal/permission"
 	"github.com/authwatch/authwatch/rules"
 )
 
@@ -127,6 +128,7 @@ func (n *newPods) isNew(ctx context.Context, pod string) (bool, error) {
 		return false, nil
 	case err != nil:
 		// Verification cannot tell old from new: it must not pass.
+		err = n.r.perm.check(err, permission.Get, permission.Pods, n.namespace)
 		return false, fmt.Errorf("remediation: read pod %s/%s to tell whether it is new: %w", n.namespace, pod, err)
 	}
 	isNew := !p.CreationTimestamp.Time.Before(n.since.Truncate(time.Second))
