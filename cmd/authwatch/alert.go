@@ -162,7 +162,7 @@ type incidentStage struct {
 	notify *alerting.Dispatcher
 	// alertingYAML is the alerting section in force, so that a reload
 	// rebuilds the notifiers only when it changed. Only reload, which
-	// reloadOnHUP calls from one goroutine, reads and writes it.
+	// reloadConfig calls from one goroutine, reads and writes it.
 	alertingYAML []byte
 
 	mu        sync.Mutex // guards consumers

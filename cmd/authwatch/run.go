@@ -9,12 +9,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"os/signal"
 	"runtime"
 
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -328,7 +326,12 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		}
 	}
 	wg.Go(func() { fail(srv.Run(ctx)) })
-	wg.Go(func() { reloadOnHUP(ctx, log, f.configFile, pipe, stage, dm) })
+	configChanged := make(chan struct{}, 1)
+	if f.configFile != "" {
+		cw := &configFileWatcher{log: log, path: f.configFile, interval: configPollInterval}
+		wg.Go(func() { cw.Run(ctx, configChanged) })
+	}
+	wg.Go(func() { reloadConfig(ctx, log, f.configFile, pipe, stage, dm, configChanged) })
 
 	// With --leader-election-lease only the leader runs lead: it streams,
 	// notifies and rotates, and a standby takes over from the checkpoint.
@@ -391,38 +394,6 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 // checkpointWatchSection is the checkpoint ConfigMap key of the resume
 // points.
 const checkpointWatchSection = "watch"
-
-// reloadOnHUP reloads the configuration on SIGHUP. Rules take effect at
-// once; a changed watch section needs a restart.
-func reloadOnHUP(ctx context.Context, log *slog.Logger, path string, pipe *pipeline, stage *incidentStage, dm *daemonMetrics) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-hup:
-		}
-		cfg, err := loadConfig(path)
-		var m *rules.Matcher
-		if err == nil {
-			m, err = compileRules(cfg.Rules)
-		}
-		if err == nil {
-			err = stage.reload(ctx, cfg)
-		}
-		if err != nil {
-			dm.reloadOK.Set(0)
-			log.Error("config reload failed; keeping the running configuration", "err", err)
-			continue
-		}
-		pipe.matcher.Store(m)
-		dm.reloadOK.Set(1)
-		dm.reloadTime.SetToCurrentTime()
-		log.Info("config reloaded; watch changes take effect at the next restart", "config", path)
-	}
-}
 
 // matchSink consumes matches. HandleMatch is called from one goroutine,
 // in match order for each container; the match, including Line.Text, is
