@@ -22,6 +22,7 @@ import (
 
 	"github.com/authwatch/authwatch/incident"
 	"github.com/authwatch/authwatch/internal/leader"
+	"github.com/authwatch/authwatch/internal/permission"
 	"github.com/authwatch/authwatch/remediation"
 	"github.com/authwatch/authwatch/rules"
 	"github.com/authwatch/authwatch/watcher"
@@ -168,15 +169,20 @@ func newRotator(o rotatorOptions) (*remediation.Rotator, error) {
 	if len(o.cfg.Targets) == 0 {
 		return nil, nil
 	}
+	perm, err := permission.New(permission.Options{Logger: o.log.With("component", "remediation"), Registerer: o.reg, Accesses: remediation.Accesses(o.cfg)})
+	if err != nil {
+		return nil, err
+	}
 	return remediation.New(remediation.Options{
-		Config:     o.cfg,
-		Client:     o.client,
-		Executor:   &remediation.RESTExecutor{Config: o.rest, Client: o.client},
-		Reporter:   o.reporter,
-		Leader:     o.leader,
-		Logger:     o.log,
-		Registerer: o.reg,
-		Identity:   o.identity,
+		Config:      o.cfg,
+		Client:      o.client,
+		Permissions: perm,
+		Executor:    &remediation.RESTExecutor{Config: o.rest, Client: o.client},
+		Reporter:    o.reporter,
+		Leader:      o.leader,
+		Logger:      o.log,
+		Registerer:  o.reg,
+		Identity:    o.identity,
 	})
 }
 
@@ -267,7 +273,7 @@ func (lf *leaderFlags) register(fl *pflag.FlagSet) {
 }
 
 // newElector returns nil when leader election is off.
-func (lf *leaderFlags) newElector(log *slog.Logger, client kubernetes.Interface, contextNS string) (*leader.Elector, error) {
+func (lf *leaderFlags) newElector(log *slog.Logger, reg prometheus.Registerer, client kubernetes.Interface, contextNS string) (*leader.Elector, error) {
 	if lf.lease == "" {
 		return nil, nil
 	}
@@ -281,7 +287,7 @@ func (lf *leaderFlags) newElector(log *slog.Logger, client kubernetes.Interface,
 	return leader.New(leader.Options{
 		Client: client, Namespace: ns, Name: lf.lease, Identity: identity(),
 		LeaseDuration: lf.leaseDuration, RenewDeadline: lf.renewDeadline, RetryPeriod: lf.retryPeriod,
-		Logger: log,
+		Logger: log, Registerer: reg,
 	})
 }
 

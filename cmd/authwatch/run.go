@@ -269,7 +269,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		return &exitError{code: exitUsage, err: err}
 	}
 	pipe.addSink(stage)
-	elector, err := f.leader.newElector(log, client, contextNS)
+	elector, err := f.leader.newElector(log, reg, client, contextNS)
 	if err != nil {
 		return &exitError{code: exitUsage, err: err}
 	}
