@@ -16,17 +16,22 @@ const secretKeys = `(?:(?:access|refresh|id|session|auth|bearer|csrf|xsrf|privat
 var (
 	// Authorization headers in any notation: "Authorization: Bearer x",
 	// "HTTP_AUTHORIZATION": "Token x", authorization=Basic x.
-	maskAuthHeader = regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?(?:(?:bearer|token|basic|digest|negotiate|apikey|sso-key)\s+)?)([^\s"',;)\]}]+)`)
+	// Group 2 is the scheme word; a value without one is masked only when
+	// it looks like a credential, because "Authorization: denied" is prose.
+	maskAuthHeader = regexp.MustCompile(`(?i)((?:proxy-)?authorization["']?\s*[:=]\s*["']?((?:bearer|token|basic|digest|negotiate|apikey|sso-key)\s+)?)([^\s"',;)\]}]+)`)
 	// A credential after its scheme word outside a header: "Bearer x",
 	// "Token x" (Django REST Framework), "Basic x".
 	maskScheme = regexp.MustCompile(`(?i)\b((?:bearer|token|basic)\s+)([A-Za-z0-9._~+/=-]{16,})`)
 	// JSON Web Tokens (JWS compact form; the header always starts "eyJ").
 	maskJWT = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`)
 	// Credentials in key=value pairs, in quoted "key": "value" pairs (JSON,
-	// Python reprs) and in HTTP headers. An unquoted "key: value" is left
-	// alone, because prose such as "invalid token: token is expired" has
-	// that shape.
+	// Python reprs) and in HTTP headers, unless the value is a placeholder
+	// such as "none" (see isPlaceholder).
 	maskKeyValue = regexp.MustCompile(`(?i)((?:\b|_)` + secretKeys + `\s*=\s*["']?|["'](?:[\w-]*[_-])?` + secretKeys + `["']\s*:\s*["']?|\b(?:x-api-key|x-auth-token|x-vault-token|private-token|cookie|set-cookie|x-amz-security-token|x-goog-api-key)\s*:\s*)([^\s"',;&})\]]+)`)
+	// An unquoted "key: value" is masked only when the value looks like a
+	// credential, because prose such as "invalid token: token is expired"
+	// or "api-token: token in Secret town/api" has that shape.
+	maskKeyColon = regexp.MustCompile(`(?i)((?:\b|_)` + secretKeys + `:\s*)([^\s"',;&})\]]+)`)
 	// Passwords in URLs: scheme://user:password@host.
 	maskURLUser = regexp.MustCompile(`(?i)([a-z][a-z0-9+.-]*://[^/\s:@"']+:)([^/\s@"']+)(@)`)
 	// Vendor key formats: AWS access key ids, Slack, GitHub and GitLab
@@ -41,9 +46,14 @@ var (
 // URLs and well-known vendor key formats. It is meant for display and
 // never returns text that shares memory with text.
 //
-// Mask errs on the side of hiding: "password=YES" becomes "password=***".
-// A credential in a format it does not know, such as a bare random string
-// with no key before it, stays visible.
+// Where a value may be prose, as after "Bearer", "Token", an
+// Authorization header without a scheme or an unquoted "key:", Mask
+// hides it only when it looks like a credential (see
+// looksLikeCredential), so "api-token: token in Secret town/api" stays
+// readable. After "key=" it hides every value but placeholders such as
+// "none" or "true". A credential in a format it does not know, such as a
+// bare random string with no key before it, stays visible, and so does a
+// lower-case word after "token:" or "Bearer".
 func Mask(text []byte) []byte {
 	out := bytes.Clone(text)
 	if out == nil {
@@ -52,19 +62,24 @@ func Mask(text []byte) []byte {
 	// Each masker runs only when a word it needs occurs, because RE2 in
 	// Go costs tens of microseconds a line and most lines hold no secret.
 	if containsAnyFold(out, "authorization") {
-		out = maskGroup(maskAuthHeader, out, 2)
+		out = maskGroup(maskAuthHeader, out, 3, func(text []byte, loc []int) bool {
+			return loc[4] >= 0 || looksLikeCredential(text[loc[6]:loc[7]])
+		})
 	}
 	if hasSchemeCredential(out) {
-		out = maskGroup(maskScheme, out, 2)
+		out = maskGroup(maskScheme, out, 2, secretLooksLikeCredential)
 	}
 	if bytes.Contains(out, []byte("eyJ")) {
 		out = maskJWT.ReplaceAllLiteral(out, []byte(Masked))
 	}
 	if hasSecretKey(out) {
-		out = maskGroup(maskKeyValue, out, 2)
+		out = maskGroup(maskKeyValue, out, 2, func(text []byte, loc []int) bool {
+			return !isPlaceholder(text[loc[4]:loc[5]])
+		})
+		out = maskGroup(maskKeyColon, out, 2, secretLooksLikeCredential)
 	}
 	if bytes.Contains(out, []byte("://")) && bytes.IndexByte(out, '@') >= 0 {
-		out = maskGroup(maskURLUser, out, 2)
+		out = maskGroup(maskURLUser, out, 2, nil)
 	}
 	if containsAnyFold(out, "akia", "asia", "xox", "gh", "github_pat_", "glpat-", "aiza") {
 		out = maskVendor.ReplaceAllLiteral(out, []byte(Masked))
@@ -146,8 +161,9 @@ func containsAnyFold(text []byte, words ...string) bool {
 }
 
 // maskGroup replaces submatch g of every match of re with Masked, unless it
-// is already masked.
-func maskGroup(re *regexp.Regexp, text []byte, g int) []byte {
+// is already masked or accept, when not nil, rejects the match. accept gets
+// the text and the submatch indexes of the match.
+func maskGroup(re *regexp.Regexp, text []byte, g int, accept func(text []byte, loc []int) bool) []byte {
 	locs := re.FindAllSubmatchIndex(text, -1)
 	if locs == nil {
 		return text
@@ -159,7 +175,7 @@ func maskGroup(re *regexp.Regexp, text []byte, g int) []byte {
 		if start < 0 || string(text[start:end]) == Masked {
 			continue
 		}
-		if re == maskScheme && !looksLikeCredential(text[start:end]) {
+		if accept != nil && !accept(text, loc) {
 			continue
 		}
 		out = append(out, text[last:start]...)
@@ -169,10 +185,22 @@ func maskGroup(re *regexp.Regexp, text []byte, g int) []byte {
 	return append(out, text[last:]...)
 }
 
-// looksLikeCredential distinguishes a credential after "Bearer" or "Token"
-// from a word of prose. Credentials contain a digit, or mix letter cases.
+// secretLooksLikeCredential is a maskGroup filter for patterns whose
+// secret is submatch 2.
+func secretLooksLikeCredential(text []byte, loc []int) bool {
+	return looksLikeCredential(text[loc[4]:loc[5]])
+}
+
+// looksLikeCredential distinguishes a credential from a word of prose or
+// a resource name such as "town-builder/town-builder-secrets". A value of
+// at least 6 bytes is a credential when it contains a digit, mixes letter
+// cases, or has a run of 20 or more letters and digits with no separator.
 func looksLikeCredential(b []byte) bool {
+	if len(b) < 6 {
+		return false
+	}
 	var digit, upper, lower bool
+	run, maxRun := 0, 0
 	for _, c := range b {
 		switch {
 		case '0' <= c && c <= '9':
@@ -181,7 +209,29 @@ func looksLikeCredential(b []byte) bool {
 			upper = true
 		case 'a' <= c && c <= 'z':
 			lower = true
+		default:
+			run = 0
+			continue
+		}
+		run++
+		maxRun = max(maxRun, run)
+	}
+	return digit || (upper && lower) || maxRun >= 20
+}
+
+// placeholders are values after "key=" that stand for no credential.
+var placeholders = [...]string{"none", "null", "nil", "true", "false", "yes", "no", "empty", "unset", "missing", "invalid", "expired", "redacted", "hidden", "masked", "<redacted>", "[redacted]"}
+
+// isPlaceholder reports whether v is a placeholder, in any case, or a run
+// of one masking character such as "xxxx" or "****".
+func isPlaceholder(v []byte) bool {
+	for _, p := range placeholders {
+		if bytes.EqualFold(v, []byte(p)) {
+			return true
 		}
 	}
-	return digit || (upper && lower)
+	if len(v) > 0 && (v[0] == '*' || v[0] == 'x' || v[0] == 'X') {
+		return len(bytes.Trim(v, string(v[:1]))) == 0
+	}
+	return false
 }

@@ -361,6 +361,19 @@ func TestMask(t *testing.T) {
 		{`WWW-Authenticate: Bearer error="invalid_token"`, `WWW-Authenticate: Bearer error="invalid_token"`},
 		{"password authentication failed for user town", "password authentication failed for user town"},
 		{`"token_type":"access","prompt_tokens":401`, `"token_type":"access","prompt_tokens":401`},
+		{"target town-builder-api-token: token in Secret town-builder/town-builder-secrets",
+			"target town-builder-api-token: token in Secret town-builder/town-builder-secrets"},
+		{"the secret: town-builder-secrets was patched", "the secret: town-builder-secrets was patched"},
+		{"Authorization: denied for user town", "Authorization: denied for user town"},
+		{"Token authentication-failed-for-everyone", "Token authentication-failed-for-everyone"},
+		{"token=expired api_key=none password=*** secret=NULL", "token=expired api_key=none password=*** secret=NULL"},
+		// Credentials in the same shapes are still masked.
+		{"password: hunter2 rejected", "password: *** rejected"},
+		{"api-token: 9944b09199c62bcf9418", "api-token: ***"},
+		{"client_secret: Zm9vYmFyYmF6", "client_secret: ***"},
+		{"Authorization: dG93bjpodW50ZXIy", "Authorization: ***"},
+		{"Bearer tokenfromthevaultissuer", "Bearer ***"},
+		{"password=correct-horse-battery-staple", "password=***"},
 		{"", ""},
 	}
 	for _, tc := range tests {
