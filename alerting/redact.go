@@ -8,16 +8,95 @@ import (
 	"github.com/authwatch/authwatch/internal/secret"
 )
 
+// secretKeyNames are key names whose values are credentials.
+const secretKeyNames = `(?:(?:access|refresh|api|id|auth|session)[_-]?token|token|password|passwd|secret|api_?key)`
+
+// tokenPattern finds one kind of credential. Submatch secret is replaced
+// by the mask, unless accept is set and rejects the match; the text
+// around it stays.
+type tokenPattern struct {
+	re     *regexp.Regexp
+	secret int
+	accept func(s string, loc []int) bool
+}
+
 // tokenPatterns catch credentials that a log line may carry even after the
 // rules mask ran: bearer and Token authorization values, JWTs, Slack
-// tokens and key=value pairs whose key names a secret.
-var tokenPatterns = []*regexp.Regexp{
-	regexp.MustCompile(`(?i)\b(bearer|token|basic)(\s+)[A-Za-z0-9._~+/=-]{16,}`),
-	regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`),
-	regexp.MustCompile(`\bxox[abposr]-[A-Za-z0-9-]{6,}`),
-	regexp.MustCompile(`(hooks\.slack\.com/(?:services|workflows|triggers)/)[^\s"'<>]+`),
-	regexp.MustCompile(`(?i)\b(authorization"?\s*[:=]\s*"?(?:bearer|basic|token|digest)?\s*)()[^\s"',;&]{4,}`),
-	regexp.MustCompile(`(?i)\b((?:access_|refresh_|api_|id_)?token|password|passwd|secret|api_?key)("?\s*[:=]\s*"?)[^\s"',;&]{4,}`),
+// tokens and webhook URLs, and values of keys that name a secret. Where a
+// value may be prose, as after "Token", a schemeless Authorization header
+// or an unquoted "key:", it is masked only when it looks like a
+// credential, so that "api-token: token in Secret town/api" stays
+// readable. After "key=" and in quoted "key": "value" pairs every value
+// but a placeholder such as "none" is masked.
+var tokenPatterns = []tokenPattern{
+	{re: regexp.MustCompile(`(?i)\b(?:bearer|token|basic)\s+([A-Za-z0-9._~+/=-]{16,})`), secret: 1, accept: credentialAt(1)},
+	{re: regexp.MustCompile(`\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`)},
+	{re: regexp.MustCompile(`\bxox[abposr]-[A-Za-z0-9-]{6,}`)},
+	{re: regexp.MustCompile(`hooks\.slack\.com/(?:services|workflows|triggers)/([^\s"'<>]+)`), secret: 1},
+	// Submatch 1 is the scheme word: with one the value is always a
+	// credential, without one "Authorization: denied" is prose.
+	{re: regexp.MustCompile(`(?i)\bauthorization"?\s*[:=]\s*"?((?:bearer|basic|token|digest)\s+)?([^\s"',;&]{4,})`), secret: 2,
+		accept: func(s string, loc []int) bool { return loc[2] >= 0 || looksLikeCredential(s[loc[4]:loc[5]]) }},
+	{re: regexp.MustCompile(`(?i)(?:\b|_)` + secretKeyNames + `\s*=\s*"?([^\s"',;&]{4,})`), secret: 1, accept: notPlaceholderAt(1)},
+	{re: regexp.MustCompile(`(?i)"(?:[\w-]*[_-])?` + secretKeyNames + `"\s*:\s*"?([^\s"',;&]{4,})`), secret: 1, accept: notPlaceholderAt(1)},
+	{re: regexp.MustCompile(`(?i)(?:\b|_)` + secretKeyNames + `:\s*([^\s"',;&]{4,})`), secret: 1, accept: credentialAt(1)},
+}
+
+// credentialAt accepts a match whose submatch g looks like a credential.
+func credentialAt(g int) func(s string, loc []int) bool {
+	return func(s string, loc []int) bool { return looksLikeCredential(s[loc[2*g]:loc[2*g+1]]) }
+}
+
+// notPlaceholderAt accepts a match whose submatch g is not a placeholder.
+func notPlaceholderAt(g int) func(s string, loc []int) bool {
+	return func(s string, loc []int) bool { return !isPlaceholder(s[loc[2*g]:loc[2*g+1]]) }
+}
+
+// looksLikeCredential distinguishes a credential from a word of prose or
+// a resource name such as "town-builder/town-builder-secrets". A value of
+// at least 6 bytes is a credential when it contains a digit, mixes letter
+// cases, or has a run of 20 or more letters and digits with no separator.
+// rules.Mask applies the same test.
+func looksLikeCredential(v string) bool {
+	if len(v) < 6 {
+		return false
+	}
+	var digit, upper, lower bool
+	run, maxRun := 0, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case '0' <= c && c <= '9':
+			digit = true
+		case 'A' <= c && c <= 'Z':
+			upper = true
+		case 'a' <= c && c <= 'z':
+			lower = true
+		default:
+			run = 0
+			continue
+		}
+		run++
+		maxRun = max(maxRun, run)
+	}
+	return digit || (upper && lower) || maxRun >= 20
+}
+
+// placeholders are values after a secret key that stand for no
+// credential.
+var placeholders = [...]string{"none", "null", "nil", "true", "false", "yes", "no", "empty", "unset", "missing", "invalid", "expired", "redacted", "hidden", "masked", "<redacted>", "[redacted]"}
+
+// isPlaceholder reports whether v is a placeholder, in any case, or a run
+// of one masking character such as "xxxx" or "****".
+func isPlaceholder(v string) bool {
+	for _, p := range placeholders {
+		if strings.EqualFold(v, p) {
+			return true
+		}
+	}
+	if v != "" && (v[0] == '*' || v[0] == 'x' || v[0] == 'X') {
+		return strings.Trim(v, v[:1]) == ""
+	}
+	return false
 }
 
 const mask = "****"
@@ -47,10 +126,32 @@ func (r *Redactor) String(s string) string {
 		s = strings.ReplaceAll(s, v, mask)
 	}
 	r.mu.RUnlock()
-	for _, re := range tokenPatterns {
-		s = re.ReplaceAllString(s, "${1}${2}"+mask)
+	for _, p := range tokenPatterns {
+		s = p.replace(s)
 	}
 	return s
+}
+
+// replace masks submatch p.secret of every match in s that p.accept
+// accepts.
+func (p tokenPattern) replace(s string) string {
+	locs := p.re.FindAllStringSubmatchIndex(s, -1)
+	if locs == nil {
+		return s
+	}
+	var b strings.Builder
+	last := 0
+	for _, loc := range locs {
+		start, end := loc[2*p.secret], loc[2*p.secret+1]
+		if start < 0 || (p.accept != nil && !p.accept(s, loc)) {
+			continue
+		}
+		b.WriteString(s[last:start])
+		b.WriteString(mask)
+		last = end
+	}
+	b.WriteString(s[last:])
+	return b.String()
 }
 
 // Error returns err with its message redacted; errors.Is and errors.As
