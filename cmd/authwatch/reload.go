@@ -59,9 +59,10 @@ func reloadConfig(ctx context.Context, log *slog.Logger, path string, pipe *pipe
 
 // configFileWatcher notices changes of the config file's content. It
 // reads the file by its path each time, so it follows the symlinks of a
-// mounted ConfigMap: the kubelet writes a new timestamped directory and
-// then renames a new `..data` symlink over the old one, which changes
-// neither the file's path nor, reliably, its modification time.
+// mounted ConfigMap. The kubelet updates such a mount by writing a new
+// timestamped directory and renaming a new `..data` symlink over the old
+// one. That changes neither the file's path nor, reliably, its
+// modification time, so the watcher compares content hashes.
 type configFileWatcher struct {
 	log      *slog.Logger
 	path     string
