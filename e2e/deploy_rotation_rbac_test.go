@@ -29,7 +29,8 @@ import (
 // target, rotates that target by hand with `authwatch rotate` as the
 // chart's ServiceAccount, and checks that the rotation succeeds. Then, for
 // every verb of the rotation Role, it removes that one verb and checks
-// that the rotation fails with the API server's message for it.
+// that the rotation fails with the API server's message for it, and that
+// authwatch names the verb, the resource and the fix.
 func TestDeployRotationRBACExactlyEnough(t *testing.T) {
 	ctx := t.Context()
 	const release, ns, appNS, target = "rot", "deploy-rot", "deploy-rot-app", "rot-rbac"
@@ -248,6 +249,26 @@ rotation:
 							t.Logf("authwatch rotate reported: %s", line)
 							break
 						}
+					}
+					// authwatch adds the verb, the resource and the rule to
+					// grant, in the step's message and in one Warn record.
+					for _, want := range []string{
+						fmt.Sprintf("permission denied to %s %s", verb, resource),
+						fmt.Sprintf("fix: grant %s on %s in namespace %q", verb, resource, appNS),
+					} {
+						if !strings.Contains(out, want) {
+							t.Errorf("authwatch rotate did not print %q:\n%s", want, out)
+						}
+					}
+					warns := 0
+					for _, line := range strings.Split(out, "\n") {
+						if strings.Contains(line, "permission denied by the API server") &&
+							strings.Contains(line, "verb="+verb) && strings.Contains(line, "resource="+resource) {
+							warns++
+						}
+					}
+					if warns != 1 {
+						t.Errorf("authwatch rotate logged %d permission Warn records for %s %s, want 1:\n%s", warns, verb, resource, out)
 					}
 				})
 			}

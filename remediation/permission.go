@@ -25,26 +25,30 @@ func (e *ForbiddenError) Error() string {
 
 func (e *ForbiddenError) Unwrap() error { return e.Err }
 
-// permissions reports the 403 responses of the rotation's API requests.
-// A nil Reporter reports nothing, but errors still name the fix.
-type permissions struct{ reporter *permission.Reporter }
-
-// check reports err and returns it as a *ForbiddenError when the API
-// server rejected the request with 403 Forbidden. It returns any other
-// err unchanged.
-func (p permissions) check(err error, verb permission.Verb, resource permission.Resource, namespace string) error {
+// CheckForbidden reports err to reporter and returns it as a
+// *ForbiddenError when the API server rejected the access a with 403
+// Forbidden. It returns any other err unchanged. A nil reporter reports
+// nothing, but the error still names the fix.
+func CheckForbidden(reporter *permission.Reporter, err error, a permission.Access, namespace string) error {
 	if err == nil || !apierrors.IsForbidden(err) {
 		return err
 	}
-	a := permission.Access{Verb: verb, Resource: resource}
-	if p.reporter != nil {
-		p.reporter.Report(err, a, namespace)
+	if reporter != nil {
+		reporter.Report(err, a, namespace)
 	}
 	return &ForbiddenError{Access: a, Namespace: namespace, Err: err}
 }
 
-// workloadResource returns the API resource of a workload kind.
-func workloadResource(kind string) permission.Resource {
+// permissions reports the 403 responses of the rotation's API requests.
+type permissions struct{ reporter *permission.Reporter }
+
+func (p permissions) check(err error, verb permission.Verb, resource permission.Resource, namespace string) error {
+	return CheckForbidden(p.reporter, err, permission.Access{Verb: verb, Resource: resource}, namespace)
+}
+
+// WorkloadResource returns the API resource of a workload kind:
+// deployments, statefulsets or daemonsets.
+func WorkloadResource(kind string) permission.Resource {
 	switch kind {
 	case "StatefulSet":
 		return permission.StatefulSets
@@ -70,7 +74,7 @@ func Accesses(cfg Config) []permission.Access {
 	exec := false
 	for _, t := range cfg.Targets {
 		for _, w := range t.Restart {
-			kinds[workloadResource(w.Kind)] = true
+			kinds[WorkloadResource(w.Kind)] = true
 		}
 		exec = exec || t.Source.Exec != nil
 	}

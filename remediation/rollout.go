@@ -80,7 +80,7 @@ func (r *Rotator) getWorkload(ctx context.Context, namespace string, ref Workloa
 		return nil, fmt.Errorf("remediation: unsupported workload kind %q", ref.Kind)
 	}
 	if err != nil {
-		err = r.perm.check(err, permission.Get, workloadResource(ref.Kind), namespace)
+		err = r.perm.check(err, permission.Get, WorkloadResource(ref.Kind), namespace)
 		return nil, fmt.Errorf("remediation: read %s in %s: %w", ref, namespace, err)
 	}
 	w.object, w.template = obj, tmpl
@@ -169,7 +169,7 @@ func (r *Rotator) restart(ctx context.Context, namespace string, ref WorkloadRef
 		_, err = apps.DaemonSets(namespace).Patch(ctx, ref.Name, types.StrategicMergePatchType, body, opts)
 	}
 	if err != nil {
-		err = r.perm.check(err, permission.Patch, workloadResource(ref.Kind), namespace)
+		err = r.perm.check(err, permission.Patch, WorkloadResource(ref.Kind), namespace)
 		return "", fmt.Errorf("remediation: restart %s in %s: %w", ref, namespace, err)
 	}
 	return value, nil
@@ -226,21 +226,21 @@ func (r *Rotator) rolloutStatus(ctx context.Context, namespace string, ref Workl
 	case "Deployment":
 		d, err := apps.Deployments(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		if err != nil {
-			err = r.perm.check(err, permission.Get, workloadResource(ref.Kind), namespace)
+			err = r.perm.check(err, permission.Get, WorkloadResource(ref.Kind), namespace)
 			return rolloutStatus{}, fmt.Errorf("remediation: read %s in %s: %w", ref, namespace, err)
 		}
 		return r.deploymentStatus(ctx, d, restartedAt)
 	case "StatefulSet":
 		s, err := apps.StatefulSets(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		if err != nil {
-			err = r.perm.check(err, permission.Get, workloadResource(ref.Kind), namespace)
+			err = r.perm.check(err, permission.Get, WorkloadResource(ref.Kind), namespace)
 			return rolloutStatus{}, fmt.Errorf("remediation: read %s in %s: %w", ref, namespace, err)
 		}
 		return statefulSetStatus(s), nil
 	case "DaemonSet":
 		d, err := apps.DaemonSets(namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 		if err != nil {
-			err = r.perm.check(err, permission.Get, workloadResource(ref.Kind), namespace)
+			err = r.perm.check(err, permission.Get, WorkloadResource(ref.Kind), namespace)
 			return rolloutStatus{}, fmt.Errorf("remediation: read %s in %s: %w", ref, namespace, err)
 		}
 		return daemonSetStatus(d), nil

@@ -93,9 +93,13 @@ func rotate(ctx context.Context, stdout, stderr io.Writer, f *runFlags, target s
 			reporter = reporters{reporter, noteReporter{notes: notes, cfg: cfg.Remediation}}
 		}
 	}
+	perm, err := newRotationPermissions(log, prometheus.NewRegistry(), cfg.Remediation)
+	if err != nil {
+		return &exitError{code: exitUsage, err: errors.Join(err, waitNotes())}
+	}
 	rot, err := newRotator(rotatorOptions{
 		log: log, reg: prometheus.NewRegistry(), cfg: cfg.Remediation, client: client, rest: rc,
-		reporter: reporter, identity: identity() + "-manual",
+		reporter: reporter, perm: perm, identity: identity() + "-manual",
 	})
 	if err != nil {
 		return &exitError{code: exitUsage, err: errors.Join(err, waitNotes())}
@@ -117,7 +121,7 @@ func rotate(ctx context.Context, stdout, stderr io.Writer, f *runFlags, target s
 	// watcher of the restarted workloads does.
 	stopWatch := func() {}
 	if t, _ := cfg.Remediation.Target(target); !dryRun && !t.IsDryRun() {
-		stopWatch, err = watchRestarted(ctx, log, client, cfg, target, rot)
+		stopWatch, err = watchRestarted(ctx, log, client, perm, cfg, target, rot)
 		if err != nil {
 			return &exitError{code: 1, err: errors.Join(err, waitNotes())}
 		}
@@ -159,6 +163,8 @@ type rotatorOptions struct {
 	client   kubernetes.Interface
 	rest     *rest.Config
 	reporter remediation.Reporter
+	// perm reports 403 responses; nil makes newRotator build its own.
+	perm     *permission.Reporter
 	leader   remediation.LeaderChecker
 	identity string
 }
@@ -169,9 +175,12 @@ func newRotator(o rotatorOptions) (*remediation.Rotator, error) {
 	if len(o.cfg.Targets) == 0 {
 		return nil, nil
 	}
-	perm, err := permission.New(permission.Options{Logger: o.log.With("component", "remediation"), Registerer: o.reg, Accesses: remediation.Accesses(o.cfg)})
-	if err != nil {
-		return nil, err
+	perm := o.perm
+	if perm == nil {
+		var err error
+		if perm, err = newRotationPermissions(o.log, o.reg, o.cfg); err != nil {
+			return nil, err
+		}
 	}
 	return remediation.New(remediation.Options{
 		Config:      o.cfg,
@@ -184,6 +193,12 @@ func newRotator(o rotatorOptions) (*remediation.Rotator, error) {
 		Registerer:  o.reg,
 		Identity:    o.identity,
 	})
+}
+
+// newRotationPermissions builds the Reporter of the API requests that
+// rotation makes.
+func newRotationPermissions(log *slog.Logger, reg prometheus.Registerer, cfg remediation.Config) (*permission.Reporter, error) {
+	return permission.New(permission.Options{Logger: log.With("component", "remediation"), Registerer: reg, Accesses: remediation.Accesses(cfg)})
 }
 
 // printReporter writes each step of a manual rotation on its own line.
@@ -334,7 +349,7 @@ func leaderChecker(el *leader.Elector) remediation.LeaderChecker {
 // every match to the rotator, so that a manual rotation verifies the new
 // pods as the daemon does. The returned function stops the watchers and
 // waits for them.
-func watchRestarted(ctx context.Context, log *slog.Logger, client kubernetes.Interface, cfg config, target string, rot *remediation.Rotator) (func(), error) {
+func watchRestarted(ctx context.Context, log *slog.Logger, client kubernetes.Interface, perm *permission.Reporter, cfg config, target string, rot *remediation.Rotator) (func(), error) {
 	t, _ := cfg.Remediation.Target(target)
 	matcher, err := compileRules(cfg.Rules)
 	if err != nil {
@@ -353,7 +368,7 @@ func watchRestarted(ctx context.Context, log *slog.Logger, client kubernetes.Int
 		wg.Wait()
 	}
 	for _, ref := range t.Restart {
-		selector, err := workloadSelector(ctx, client, t.Secret.Namespace, ref)
+		selector, err := workloadSelector(ctx, client, perm, t.Secret.Namespace, ref)
 		if err != nil {
 			stop()
 			return nil, err
@@ -379,7 +394,7 @@ func watchRestarted(ctx context.Context, log *slog.Logger, client kubernetes.Int
 }
 
 // workloadSelector returns the label selector of a workload's pods.
-func workloadSelector(ctx context.Context, client kubernetes.Interface, namespace string, ref remediation.WorkloadRef) (string, error) {
+func workloadSelector(ctx context.Context, client kubernetes.Interface, perm *permission.Reporter, namespace string, ref remediation.WorkloadRef) (string, error) {
 	var sel *metav1.LabelSelector
 	var err error
 	apps := client.AppsV1()
@@ -401,6 +416,7 @@ func workloadSelector(ctx context.Context, client kubernetes.Interface, namespac
 		}
 	}
 	if err != nil {
+		err = remediation.CheckForbidden(perm, err, permission.Access{Verb: permission.Get, Resource: remediation.WorkloadResource(ref.Kind)}, namespace)
 		return "", fmt.Errorf("read %s in %s: %w", ref, namespace, err)
 	}
 	if sel == nil {
