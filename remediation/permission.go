@@ -1,9 +1,11 @@
 package remediation
 
 import (
+	"errors"
 	"fmt"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 
 	"github.com/authwatch/authwatch/internal/permission"
 )
@@ -30,6 +32,13 @@ func (e *ForbiddenError) Unwrap() error { return e.Err }
 // Forbidden. It returns any other err unchanged. A nil reporter reports
 // nothing, but the error still names the fix.
 func CheckForbidden(reporter *permission.Reporter, err error, a permission.Access, namespace string) error {
+	// A WebSocket upgrade for pods/exec that the API server rejects comes
+	// back as an UpgradeFailureError, which carries the 403 but does not
+	// unwrap to it.
+	var upgrade *httpstream.UpgradeFailureError
+	if errors.As(err, &upgrade) && apierrors.IsForbidden(upgrade.Cause) {
+		err = upgrade.Cause
+	}
 	if err == nil || !apierrors.IsForbidden(err) {
 		return err
 	}

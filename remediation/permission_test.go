@@ -12,7 +12,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/httpstream"
 	k8stesting "k8s.io/client-go/testing"
+
+	"github.com/authwatch/authwatch/internal/permission"
 )
 
 // denyReactor rejects verb on resource (and only the object name, when
@@ -159,4 +162,24 @@ func permissionErrors(t *testing.T, reg prometheus.Gatherer, verb, resource stri
 	}
 	t.Fatalf("no authwatch_api_permission_errors_total{verb=%q,resource=%q} series", verb, resource)
 	return 0
+}
+
+func TestCheckForbiddenExecUpgrade(t *testing.T) {
+	forbidden := apierrors.NewForbidden(schema.GroupResource{Resource: "pods/exec"}, "django-0",
+		errors.New(`User "system:serviceaccount:authwatch:authwatch" cannot create resource "pods/exec"`))
+	a := permission.Access{Verb: permission.Create, Resource: permission.PodExec}
+
+	err := CheckForbidden(nil, &httpstream.UpgradeFailureError{Cause: forbidden}, a, testNS)
+	var fe *ForbiddenError
+	if !errors.As(err, &fe) || fe.Access != a {
+		t.Fatalf("err = %v, want a *ForbiddenError for create pods/exec", err)
+	}
+	if !strings.Contains(err.Error(), `fix: grant create on pods/exec in namespace "town-builder"`) {
+		t.Errorf("err = %v, want the fix", err)
+	}
+
+	other := &httpstream.UpgradeFailureError{Cause: errors.New("bad handshake")}
+	if err := CheckForbidden(nil, other, a, testNS); err != error(other) {
+		t.Errorf("CheckForbidden changed a non-403 upgrade failure to %v", err)
+	}
 }
