@@ -75,7 +75,7 @@ func writeVolume(dir string, files map[string][]byte) error {
 		return err
 	}
 	for name, val := range files {
-		path := filepath.Join(dir, filepath.Clean("/" + name))
+		path := filepath.Join(dir, filepath.Clean("/"+name))
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return err
 		}
