@@ -23,7 +23,12 @@ build:
 # end-to-end tests against a real control plane.
 test: test-unit lint-deploy fuzz test-e2e
 
+# gofmt and go vet first: a formatting slip or a vet finding fails fast.
 test-unit:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed on: $$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags e2e ./e2e/...
 	$(GO) test -race -count=1 ./...
 
 # Each fuzz target runs for FUZZTIME; go test -fuzz takes one target a run.
