@@ -4,18 +4,12 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -35,111 +29,6 @@ func buildAuthwatch(dir string) (string, error) {
 		return "", fmt.Errorf("go build authwatch: %w\n%s", err, b)
 	}
 	return out, nil
-}
-
-// daemon is an `authwatch run` process.
-type daemon struct {
-	cmd     *exec.Cmd
-	addr    string
-	mu      sync.Mutex // guards out
-	out     bytes.Buffer
-	done    chan struct{}
-	waitErr error
-}
-
-// startAuthwatch runs `authwatch run` with kubeconfig and args, serving
-// metrics on a free loopback port, and waits until /readyz is 200. The
-// process is stopped when the test ends, and its output is logged when
-// the test failed.
-func startAuthwatch(t *testing.T, kubeconfig string, args ...string) *daemon {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	d := &daemon{addr: addr, done: make(chan struct{})}
-	argv := append([]string{"run", "--kubeconfig=" + kubeconfig, "--listen-address=" + addr, "--log-level=debug"}, args...)
-	d.cmd = exec.Command(authwatchBin, argv...)
-	d.cmd.Env = append(os.Environ(), "POD_NAMESPACE=authwatch")
-	w := &lockedWriter{mu: &d.mu, w: &d.out}
-	d.cmd.Stdout = w
-	d.cmd.Stderr = w
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		d.cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-d.done:
-		case <-time.After(15 * time.Second):
-			d.cmd.Process.Kill()
-			<-d.done
-		}
-		if t.Failed() || os.Getenv("AUTHWATCH_E2E_VERBOSE") != "" {
-			t.Logf("authwatch %v output:\n%s", argv, d.output())
-		}
-	})
-	err = harness.WaitFor(t.Context(), time.Minute, "authwatch /readyz", func(ctx context.Context) (bool, error) {
-		if !d.running() {
-			return false, fmt.Errorf("%w: authwatch exited: %v", harness.ErrStopWaiting, d.waitErr)
-		}
-		body, code, err := d.get(ctx, "/readyz")
-		if err != nil {
-			return false, err
-		}
-		return code == http.StatusOK, fmt.Errorf("HTTP %d: %s", code, body)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
-
-func (d *daemon) running() bool {
-	select {
-	case <-d.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (d *daemon) output() string {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	return d.out.String()
-}
-
-func (d *daemon) get(ctx context.Context, path string) (string, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+d.addr+path, nil)
-	if err != nil {
-		return "", 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), resp.StatusCode, err
-}
-
-// metrics scrapes /metrics.
-func (d *daemon) metrics(ctx context.Context) (samples, error) {
-	body, code, err := d.get(ctx, "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: HTTP %d", code)
-	}
-	return parseSamples(body)
 }
 
 type sample struct {
@@ -236,17 +125,6 @@ func splitLabels(s string) []string {
 		parts = append(parts, s[start:])
 	}
 	return parts
-}
-
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // applyDeployRBAC applies the ServiceAccount and RBAC of

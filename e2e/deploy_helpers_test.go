@@ -5,26 +5,18 @@ package e2e
 import (
 	"bufio"
 	"bytes"
-	"context"
 	"errors"
-	"fmt"
 	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
-	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	sigsyaml "sigs.k8s.io/yaml"
-
-	"github.com/authwatch/authwatch/e2e/harness"
 )
 
 // repoRoot is the repository root as seen from the e2e package folder,
@@ -134,34 +126,17 @@ func findDoc(t *testing.T, docs []manifestDoc, kind string, out any) {
 	}
 }
 
-// deployedRun is an `authwatch run` process started the way the manifests'
-// Deployment starts it, with its output kept for the test to read.
-type deployedRun struct {
-	cmd     *exec.Cmd
-	addr    string
-	mu      sync.Mutex // guards out
-	out     bytes.Buffer
-	done    chan struct{}
-	waitErr error
-}
-
 // runAsDeployment starts authwatch with the container args of deployment,
 // the configuration of its ConfigMap written to a file, and the given
 // kubeconfig in place of the in-cluster one. env adds to the environment.
 // It returns at once, and the process is stopped when the test ends.
-func runAsDeployment(t *testing.T, deployment *appsv1.Deployment, config *corev1.ConfigMap, kubeconfig string, env []string, extraArgs ...string) *deployedRun {
+func runAsDeployment(t *testing.T, deployment *appsv1.Deployment, config *corev1.ConfigMap, kubeconfig string, env []string, extraArgs ...string) *daemon {
 	t.Helper()
 	configFile := filepath.Join(t.TempDir(), "config.yaml")
 	if err := os.WriteFile(configFile, []byte(config.Data["config.yaml"]), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-
+	addr := freeLoopbackAddr(t)
 	args := []string{"--kubeconfig=" + kubeconfig}
 	for _, a := range deployment.Spec.Template.Spec.Containers[0].Args {
 		switch {
@@ -175,102 +150,12 @@ func runAsDeployment(t *testing.T, deployment *appsv1.Deployment, config *corev1
 	}
 	args = append(args, extraArgs...)
 
-	r := &deployedRun{addr: addr, done: make(chan struct{})}
-	r.cmd = exec.Command(repoBinary(t, "authwatch"), args...)
-	r.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+deployment.Namespace, "POD_NAME="+deployment.Name+"-e2e")
-	r.cmd.Env = append(r.cmd.Env, env...)
-	w := &lockedWriter{mu: &r.mu, w: &r.out}
-	r.cmd.Stdout = w
-	r.cmd.Stderr = w
-	if err := r.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		r.waitErr = r.cmd.Wait()
-		close(r.done)
-	}()
-	t.Cleanup(func() {
-		r.stop()
-		if t.Failed() {
-			t.Logf("authwatch %v output:\n%s", args, r.output())
-		}
+	return startDaemon(t, daemonOptions{
+		bin:  repoBinary(t, "authwatch"),
+		addr: addr,
+		args: args,
+		env:  append([]string{"POD_NAMESPACE=" + deployment.Namespace, "POD_NAME=" + deployment.Name + "-e2e"}, env...),
 	})
-	return r
-}
-
-func (r *deployedRun) stop() {
-	select {
-	case <-r.done:
-		return
-	default:
-	}
-	r.cmd.Process.Signal(os.Interrupt)
-	select {
-	case <-r.done:
-	case <-time.After(15 * time.Second):
-		r.cmd.Process.Kill()
-		<-r.done
-	}
-}
-
-func (r *deployedRun) running() bool {
-	select {
-	case <-r.done:
-		return false
-	default:
-		return true
-	}
-}
-
-func (r *deployedRun) output() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.out.String()
-}
-
-func (r *deployedRun) get(ctx context.Context, path string) (string, int, error) {
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+r.addr+path, nil)
-	if err != nil {
-		return "", 0, err
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return "", 0, err
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	return string(body), resp.StatusCode, err
-}
-
-func (r *deployedRun) metrics(ctx context.Context) (samples, error) {
-	body, code, err := r.get(ctx, "/metrics")
-	if err != nil {
-		return nil, err
-	}
-	if code != http.StatusOK {
-		return nil, fmt.Errorf("/metrics: HTTP %d", code)
-	}
-	return parseSamples(body)
-}
-
-// waitMetric waits until the sum of metric name over the series with
-// labels reaches at least min.
-func (r *deployedRun) waitMetric(t *testing.T, name string, labels map[string]string, min float64, timeout time.Duration) {
-	t.Helper()
-	err := harness.WaitFor(t.Context(), timeout, fmt.Sprintf("%s%v >= %v", name, labels, min), func(ctx context.Context) (bool, error) {
-		if !r.running() {
-			return false, fmt.Errorf("%w: authwatch exited: %v", harness.ErrStopWaiting, r.waitErr)
-		}
-		s, err := r.metrics(ctx)
-		if err != nil {
-			return false, err
-		}
-		got := s.sum(name, labels)
-		return got >= min, fmt.Errorf("%s%v = %v", name, labels, got)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
 }
 
 // failingClient is a workload that logs an expired-token failure every

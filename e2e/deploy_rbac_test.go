@@ -5,7 +5,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"slices"
 	"strings"
 	"testing"
@@ -108,19 +107,7 @@ func TestDeployRBACExactlyEnough(t *testing.T) {
 	t.Run("all granted", func(t *testing.T) {
 		deleteRuntimeObjects(t)
 		r := runAsDeployment(t, &deployment, config, kubeconfig, nil, fastCheckpoint)
-		err := harness.WaitFor(ctx, time.Minute, "authwatch /readyz", func(ctx context.Context) (bool, error) {
-			if !r.running() {
-				return false, fmt.Errorf("%w: authwatch exited: %v", harness.ErrStopWaiting, r.waitErr)
-			}
-			body, code, err := r.get(ctx, "/readyz")
-			if err != nil {
-				return false, err
-			}
-			return code == http.StatusOK, fmt.Errorf("HTTP %d: %s", code, body)
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+		r.waitReady(t)
 		r.waitMetric(t, "authwatch_matches_total", map[string]string{"namespace": appNS, "category": "token_expired"}, 3, time.Minute)
 		r.waitMetric(t, "authwatch_checkpoint_writes_total", map[string]string{"result": "success"}, 3, time.Minute)
 		if out := r.output(); strings.Contains(out, "forbidden") {

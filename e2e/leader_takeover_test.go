@@ -72,9 +72,9 @@ alerting:
 		"--checkpoint-configmap=authwatch-checkpoint", "--checkpoint-namespace=" + ns, "--checkpoint-interval=1s",
 		"--leader-election-lease=authwatch-leader", "--leader-election-namespace=" + ns,
 		"--leader-election-lease-duration=4s", "--leader-election-renew-deadline=3s", "--leader-election-retry-period=500ms"}
-	first := startReplica(t, args...)
+	first := startAuthwatch(t, cluster.Kubeconfig(), args...)
 	waitLeader(t, ns, first)
-	second := startReplica(t, args...)
+	second := startAuthwatch(t, cluster.Kubeconfig(), args...)
 	waitReadyz(t, first, "ok: leading, Lease "+ns+"/authwatch-leader")
 	waitReadyz(t, second, "ok: standby, waiting for the Lease "+ns+"/authwatch-leader")
 

@@ -6,10 +6,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
-	"net/http"
-	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,57 +17,6 @@ import (
 	"github.com/authwatch/authwatch/e2e/harness"
 	"github.com/authwatch/authwatch/remediation"
 )
-
-// startReplica runs `authwatch run` like startAuthwatch and waits until
-// /readyz is 200. A standby is ready too, because otherwise a Deployment's
-// rolling update, whose new pods are standbys, would never proceed.
-func startReplica(t *testing.T, args ...string) *daemon {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
-	d := &daemon{addr: addr, done: make(chan struct{})}
-	argv := append([]string{"run", "--kubeconfig=" + cluster.Kubeconfig(), "--listen-address=" + addr, "--log-level=debug"}, args...)
-	d.cmd = exec.Command(authwatchBin, argv...)
-	d.cmd.Env = append(os.Environ(), "POD_NAMESPACE=authwatch")
-	w := &lockedWriter{mu: &d.mu, w: &d.out}
-	d.cmd.Stdout, d.cmd.Stderr = w, w
-	if err := d.cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		d.waitErr = d.cmd.Wait()
-		close(d.done)
-	}()
-	t.Cleanup(func() {
-		if d.running() {
-			d.cmd.Process.Signal(os.Interrupt)
-			select {
-			case <-d.done:
-			case <-time.After(15 * time.Second):
-				d.cmd.Process.Kill()
-				<-d.done
-			}
-		}
-		if t.Failed() || os.Getenv("AUTHWATCH_E2E_VERBOSE") != "" {
-			t.Logf("authwatch replica pid %d output:\n%s", d.cmd.Process.Pid, d.output())
-		}
-	})
-	err = harness.WaitFor(t.Context(), time.Minute, "authwatch /readyz", func(ctx context.Context) (bool, error) {
-		if !d.running() {
-			return false, fmt.Errorf("%w: authwatch exited: %v", harness.ErrStopWaiting, d.waitErr)
-		}
-		body, code, err := d.get(ctx, "/readyz")
-		return err == nil && code == http.StatusOK, fmt.Errorf("HTTP %d %q (%v)", code, body, err)
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	return d
-}
 
 // leaseHolderPID returns the process id in the Lease holder's identity,
 // which is "<host>_<pid>" outside a pod.
@@ -105,7 +50,7 @@ func TestRotationTwoReplicasOneRotation(t *testing.T) {
 	args := []string{"--config=" + config, "--checkpoint-configmap=authwatch-checkpoint", "--checkpoint-namespace=" + ns,
 		"--leader-election-lease=authwatch-leader", "--leader-election-namespace=" + ns,
 		"--leader-election-lease-duration=4s", "--leader-election-renew-deadline=3s", "--leader-election-retry-period=500ms"}
-	first := startReplica(t, args...)
+	first := startAuthwatch(t, cluster.Kubeconfig(), args...)
 	err := harness.WaitFor(t.Context(), time.Minute, "the first replica leading", func(ctx context.Context) (bool, error) {
 		pid, err := leaseHolderPID(ctx, ns, "authwatch-leader")
 		return err == nil && pid == first.cmd.Process.Pid, fmt.Errorf("holder pid %d (%v)", pid, err)
@@ -113,7 +58,7 @@ func TestRotationTwoReplicasOneRotation(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	second := startReplica(t, args...)
+	second := startAuthwatch(t, cluster.Kubeconfig(), args...)
 
 	// Kill the leader once its rotation has patched, restarted and
 	// started verifying.
@@ -138,7 +83,7 @@ func TestRotationTwoReplicasOneRotation(t *testing.T) {
 	if !strings.Contains(second.output(), "resuming rotation left in flight, read-only") {
 		t.Error("the new leader did not resume the rotation in flight")
 	}
-	restarted := startReplica(t, args...)
+	restarted := startAuthwatch(t, cluster.Kubeconfig(), args...)
 	time.Sleep(10 * time.Second) // a window for a wrong second rotation; nothing to wait for
 
 	sec := getTargetSecret(t, ns)
