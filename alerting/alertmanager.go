@@ -145,6 +145,7 @@ func (a *alertmanagerNotifier) run(ctx context.Context) {
 				"url", a.d.redactor.String(a.cfg.URL), "alerts", len(p.Alerts), "err", err)
 		}
 		a.queue.pop()
+		a.d.finished(ctx)
 	}
 	wg.Wait()
 }

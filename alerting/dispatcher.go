@@ -33,6 +33,12 @@ type Options struct {
 	Now func() time.Time
 	// SlackTimeout bounds one Slack request; zero means 15s.
 	SlackTimeout time.Duration
+	// Delivered, if set, is called after each request that a Slack,
+	// webhook or Alertmanager queue finished (sent, or given up), once
+	// the state that Export returns includes it, and before the queue's
+	// next request. A checkpoint written in Delivered means a restart
+	// repeats at most the one request per queue in flight at the time.
+	Delivered func(ctx context.Context)
 }
 
 // Dispatcher fans incident events out to the configured notifiers, each
@@ -50,6 +56,7 @@ type Dispatcher struct {
 
 	registerer prometheus.Registerer
 	httpClient *http.Client // from Options, or nil
+	delivered  func(ctx context.Context)
 
 	// setMu guards set. Notify holds it for reading while it queues, so
 	// a reload that exports the old queues misses no event.
@@ -118,6 +125,7 @@ func New(opts Options) (*Dispatcher, error) {
 		version:    opts.Version,
 		registerer: opts.Registerer,
 		httpClient: opts.HTTPClient,
+		delivered:  opts.Delivered,
 		wake:       make(chan struct{}, 1),
 		results:    map[string]Result{},
 	}
@@ -341,6 +349,13 @@ func (d *Dispatcher) Idle() bool {
 		}
 	}
 	return true
+}
+
+// finished calls Options.Delivered after a queue finished a request.
+func (d *Dispatcher) finished(ctx context.Context) {
+	if d.delivered != nil {
+		d.delivered(ctx)
+	}
 }
 
 func (d *Dispatcher) record(channel string, err error) {

@@ -320,6 +320,7 @@ func (n *slackNotifier) runQueue(ctx context.Context, ch string, q *queue[slackJ
 			n.logger.Debug("slack job dropped", "channel", ch, "thread", job.Thread, "err", err)
 		}
 		q.pop()
+		n.d.finished(ctx)
 		if !sleep(ctx, n.cfg.MessageInterval) {
 			return
 		}

@@ -256,6 +256,7 @@ func (w *webhookNotifier) run(ctx context.Context) {
 				"delivery_id", dl.ID, "event", dl.Event, "err", err)
 		}
 		w.queue.pop()
+		w.d.finished(ctx)
 	}
 }
 

@@ -280,11 +280,12 @@ func (w *Watcher) readOnce(ctx context.Context, s *stream, mode openMode, log *s
 		line.Text = raw.text
 		line.Time = raw.time
 		line.Truncated = raw.truncated
+		w.cut.RLock()
 		w.handler.HandleLine(&line)
-
 		s.mu.Lock()
 		s.res.record(id, raw.time, margin)
 		s.mu.Unlock()
+		w.cut.RUnlock()
 		s.observeGap(raw.time)
 		stallAfter.Store(int64(w.stallTimeout(s)))
 		out.delivered++

@@ -129,6 +129,10 @@ type Watcher struct {
 
 	stores []cache.Store // set by Run before the workers start
 
+	// cut is held for reading from HandleLine until the resume point
+	// moved past the line, and for writing by Pause.
+	cut sync.RWMutex
+
 	mu       sync.Mutex
 	streams  map[streamKey]*stream      // guarded by mu
 	restored map[streamKey]*savedStream // guarded by mu; checkpointed entries not yet claimed
@@ -616,6 +620,17 @@ func (s *savedStream) apply(res *resumeState) {
 	if m, ok := decodeWindow(s.Window); ok {
 		res.window = m
 	}
+}
+
+// Pause waits until no HandleLine call is in progress and keeps new
+// ones from starting until resume is called. Between the two, the
+// resume points stay where they are and every line they include has
+// been handed to HandleLine, so the caller can take a checkpoint of the
+// handler's state that matches them exactly. HandleLine must not wait
+// for Pause's caller.
+func (w *Watcher) Pause() (resume func()) {
+	w.cut.Lock()
+	return w.cut.Unlock
 }
 
 // MarshalCheckpoint returns the resume points of all known streams as

@@ -167,6 +167,10 @@ type incidentStage struct {
 
 	mu        sync.Mutex // guards consumers
 	consumers []func([]incident.Event)
+
+	// delivered is called after each notifier request; see
+	// onDelivered.
+	delivered atomic.Pointer[func(context.Context)]
 }
 
 func newIncidentStage(log *slog.Logger, reg prometheus.Registerer, cfg config) (*incidentStage, error) {
@@ -174,7 +178,13 @@ func newIncidentStage(log *slog.Logger, reg prometheus.Registerer, cfg config) (
 	if err != nil {
 		return nil, err
 	}
-	d, err := alerting.New(alerting.Options{Config: cfg.Alerting, Logger: log, Registerer: reg, Version: version})
+	s := &incidentStage{log: log.With("component", "incidents"), engine: engine}
+	d, err := alerting.New(alerting.Options{Config: cfg.Alerting, Logger: log, Registerer: reg, Version: version,
+		Delivered: func(ctx context.Context) {
+			if f := s.delivered.Load(); f != nil {
+				(*f)(ctx)
+			}
+		}})
 	if err != nil {
 		return nil, err
 	}
@@ -182,8 +192,13 @@ func newIncidentStage(log *slog.Logger, reg prometheus.Registerer, cfg config) (
 	if err != nil {
 		return nil, err
 	}
-	return &incidentStage{log: log.With("component", "incidents"), engine: engine, notify: d, alertingYAML: y}, nil
+	s.notify, s.alertingYAML = d, y
+	return s, nil
 }
+
+// onDelivered sets the function called after each notifier request,
+// before the next one of the same queue.
+func (s *incidentStage) onDelivered(f func(context.Context)) { s.delivered.Store(&f) }
 
 // subscribe adds a consumer of incident events, such as remediation. It
 // is called from one goroutine, must not block, and must be added before

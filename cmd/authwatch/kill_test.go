@@ -56,13 +56,12 @@ func scrapeLines(addr string) int {
 }
 
 // TestRunSIGKILLRestart kills a real authwatch process several times
-// while 20 containers log, and checks what a restart repeats today.
-// SIGKILL skips the final checkpoint write, so the restart resumes from
-// the last periodic one: every line read after it is read and counted
-// in the line metrics again, and a Slack parent posted after it is
-// posted again. The incident counts come from the same checkpoint as
-// the resume points, so they are nearly exact, but not exactly: the
-// checkpoint is no consistent cut (see the check below).
+// while 20 containers log. Each checkpoint is a consistent cut: the
+// incidents restored are exactly those of the lines before the restored
+// resume points, so every line is counted once in them. The line
+// metrics still count again each line after the last periodic write.
+// A checkpoint is also written after each Slack request, so a restart
+// posts no parent again, except the one request in flight at a kill.
 func TestRunSIGKILLRestart(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and runs the binary; run without -short")
@@ -166,8 +165,8 @@ alerting:
 	}
 
 	// The first process posts the 20 parents and is killed before any
-	// checkpoint write. The next ones write one every second and die
-	// between two writes.
+	// periodic checkpoint write. The next ones write one every second and
+	// die between two writes.
 	first := startProc("1h")
 	waitUntil(t, "20 Slack parents", func() bool { return len(parents(slack)) >= containers })
 	run(first, 500*time.Millisecond, syscall.SIGKILL)
@@ -208,31 +207,16 @@ alerting:
 	t.Logf("written %d lines in %d containers; incident counts %d (%+d); lines counted across %d processes at their last scrape %d (%d read again); Slack parents %d for %d workloads",
 		total, containers, counted, counted-total, len(procs), scraped, scraped-total, len(ps), len(byWorkload))
 
-	// Incidents and resume points come from the same checkpoint write,
-	// but it is no consistent cut. A stream's resume point passes a line
-	// once its matches are queued for the incident stage (up to 1,024).
-	// The sections are also snapshotted one after the other while lines
-	// flow. So each of the 3 kills after a checkpoint may lose up to a
-	// queue of matches (seen: 7 to 100 in all), or repeat a few.
-	if counted > total+total/50 || counted < total-3*1024-total/50 {
-		t.Errorf("incident counts = %d, want %d written lines, less at most 3 queues of matches", counted, total)
+	if counted != total {
+		t.Errorf("incident counts = %d, want the %d lines written", counted, total)
 	}
-	// Every line after the last checkpoint write is read again: all of
-	// the first process's lines, and up to a second of lines for each
-	// later kill.
-	if scraped <= total+first.lines/2 {
-		t.Errorf("lines counted across processes = %d, want more than the %d written plus half the first process's %d, which no checkpoint recorded",
-			scraped, total, first.lines)
-	}
-	// The parents that the first process posted are posted again; the
-	// later processes restored the thread ids and post none.
 	if len(byWorkload) != containers {
 		t.Errorf("Slack parents for %d workloads, want %d: %v", len(byWorkload), containers, byWorkload)
 	}
-	for w, n := range byWorkload {
-		if n != 2 {
-			t.Errorf("workload %s: %d Slack parents, want 2 (one from the first process, which no checkpoint recorded, and one from the restart)", w, n)
-		}
+	// Slack has no idempotency key: a parent in flight when the process
+	// died is posted again, at most one per kill.
+	if extra := len(ps) - len(byWorkload); extra > len(procs)-1 {
+		t.Errorf("Slack parents posted again = %d, want at most %d (one in flight per kill): %v", extra, len(procs)-1, byWorkload)
 	}
 	for _, p := range procs {
 		if strings.Contains(p.stderr.String(), "xoxb-kill-test-token") {

@@ -352,6 +352,13 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 		}
 		if store != nil {
 			store.Register(checkpointWatchSection, w.MarshalCheckpoint)
+			store.SetCut(func(take func()) {
+				resume := w.Pause()
+				defer resume()
+				pipe.drain()
+				take()
+			})
+			stage.onDelivered(func(ctx context.Context) { flushDelivered(ctx, log, store) })
 		}
 		ready.watcher.Store(w)
 		var inner sync.WaitGroup
@@ -391,6 +398,16 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	return nil
 }
 
+// flushDelivered writes the checkpoint after a notification went out,
+// so that a restart does not send it again; the notifier's queue waits
+// for the write. The notifiers' message intervals bound the write rate.
+// A failed write is retried by the periodic one.
+func flushDelivered(ctx context.Context, log *slog.Logger, store *checkpoint.Store) {
+	if err := store.Flush(ctx); err != nil && ctx.Err() == nil {
+		log.Warn("checkpoint write after a notification failed; a restart may send it again", "err", err)
+	}
+}
+
 // checkpointWatchSection is the checkpoint ConfigMap key of the resume
 // points.
 const checkpointWatchSection = "watch"
@@ -414,6 +431,9 @@ type pipeline struct {
 	sinks  []matchSink       // set before the watcher starts
 	queue  chan *rules.Match // closed by close after the watcher stopped
 	closed atomic.Bool
+	// pending counts the matches queued and not yet handled by every
+	// sink; drain waits for it to reach zero.
+	pending atomic.Int64
 }
 
 func newPipeline(reg prometheus.Registerer, m *rules.Matcher) (*pipeline, error) {
@@ -450,6 +470,7 @@ func (p *pipeline) HandleLine(line *rules.Line) {
 		p.matches.WithLabelValues(m.RuleID, m.Category.String(), line.Source.Namespace, line.Source.Workload).Inc()
 		if len(p.sinks) > 0 {
 			m.Line.Text = bytes.Clone(m.Line.Text)
+			p.pending.Add(1)
 			// Blocks when the sinks fall behind, which slows the streams.
 			p.queue <- &m
 		}
@@ -466,6 +487,17 @@ func (p *pipeline) dispatch() {
 		for _, s := range p.sinks {
 			s.HandleMatch(m)
 		}
+		p.pending.Add(-1)
+	}
+}
+
+// drain waits until the sinks handled every queued match. The caller
+// keeps new matches out (watcher.Pause), so the wait is bounded by the
+// queue: at most 1,024 matches. After close, nothing is left to wait
+// for once dispatch ended.
+func (p *pipeline) drain() {
+	for p.pending.Load() > 0 {
+		time.Sleep(time.Millisecond)
 	}
 }
 

@@ -62,7 +62,11 @@ type Store struct {
 	size      prometheus.Gauge
 	perm      *permission.Reporter
 
+	// flushMu keeps one Flush at a time, so writes land in order.
+	flushMu sync.Mutex
+
 	mu       sync.Mutex
+	cut      func(take func())       // guarded by mu; see SetCut
 	loaded   map[string][]byte       // guarded by mu; sections read by Load
 	sections map[string]SnapshotFunc // guarded by mu
 	written  map[string][]byte       // guarded by mu; what the ConfigMap holds
@@ -173,6 +177,17 @@ func (s *Store) Register(name string, snapshot SnapshotFunc) {
 	s.sections[name] = snapshot
 }
 
+// SetCut makes Flush take the snapshots of all sections inside one call
+// of cut, which calls take once. cut holds the sections' owners still,
+// so that the sections describe one moment: the watcher's resume points
+// and the state built from exactly the lines before them. cut must not
+// call Flush.
+func (s *Store) SetCut(cut func(take func())) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cut = cut
+}
+
 // Run writes the checkpoint every interval while something changed,
 // until ctx ends. Write errors are logged and retried at the next tick.
 func (s *Store) Run(ctx context.Context) error {
@@ -198,22 +213,34 @@ func (s *Store) Run(ctx context.Context) error {
 }
 
 // Flush snapshots every section and writes the ConfigMap if anything
-// changed since the last write.
+// changed since the last write. It is safe to call from any goroutine;
+// calls run one at a time.
 func (s *Store) Flush(ctx context.Context) error {
+	s.flushMu.Lock()
+	defer s.flushMu.Unlock()
+
 	s.mu.Lock()
 	data := maps.Clone(s.loaded)
 	for k, v := range s.written {
 		data[k] = v
 	}
 	var errs []error
-	for name, snap := range s.sections {
-		b, err := snap()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("checkpoint: snapshot section %q: %w", name, err))
-			continue
+	take := func() {
+		for name, snap := range s.sections {
+			b, err := snap()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("checkpoint: snapshot section %q: %w", name, err))
+				continue
+			}
+			data[name] = b
 		}
-		data[name] = b
 	}
+	if s.cut != nil {
+		s.cut(take)
+	} else {
+		take()
+	}
+
 	changed := len(data) != len(s.written)
 	for k, v := range data {
 		if !bytes.Equal(s.written[k], v) {

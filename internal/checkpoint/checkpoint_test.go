@@ -146,3 +146,40 @@ func TestNewRequiresOptions(t *testing.T) {
 		t.Errorf("New(empty) = %v, want the missing options listed", err)
 	}
 }
+
+func TestStoreCutWrapsSnapshots(t *testing.T) {
+	client := fake.NewClientset()
+	s, _ := newStore(t, client)
+	if err := s.Load(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	inside := false
+	var log []string
+	snap := func(name string) SnapshotFunc {
+		return func() ([]byte, error) {
+			if !inside {
+				t.Errorf("section %s snapshotted outside the cut", name)
+			}
+			log = append(log, name)
+			return []byte(name), nil
+		}
+	}
+	s.Register("watch", snap("watch"))
+	s.Register("incidents", snap("incidents"))
+	cuts := 0
+	s.SetCut(func(take func()) {
+		cuts++
+		inside = true
+		take()
+		inside = false
+	})
+	if err := s.Flush(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if cuts != 1 || len(log) != 2 {
+		t.Errorf("one flush: %d cuts and snapshots %v, want 1 cut around both sections", cuts, log)
+	}
+	if writes(client) != 1 {
+		t.Errorf("%d writes, want 1", writes(client))
+	}
+}
