@@ -358,7 +358,7 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 				pipe.drain()
 				take()
 			})
-			stage.onDelivered(func(ctx context.Context) { flushDelivered(ctx, log, store) })
+			stage.onDelivered((&deliveredFlusher{log: log, store: store}).flush)
 		}
 		ready.watcher.Store(w)
 		var inner sync.WaitGroup
@@ -398,13 +398,37 @@ func runDaemon(ctx context.Context, cmd *cobra.Command, f *runFlags, stderr io.W
 	return nil
 }
 
-// flushDelivered writes the checkpoint after a notification went out,
-// so that a restart does not send it again; the notifier's queue waits
-// for the write. The notifiers' message intervals bound the write rate.
-// A failed write is retried by the periodic one.
-func flushDelivered(ctx context.Context, log *slog.Logger, store *checkpoint.Store) {
-	if err := store.Flush(ctx); err != nil && ctx.Err() == nil {
-		log.Warn("checkpoint write after a notification failed; a restart may send it again", "err", err)
+// deliveredFlushGap is the shortest time between two checkpoint writes
+// after notifications: at most 10 writes a second however many
+// notifications go out.
+const deliveredFlushGap = 100 * time.Millisecond
+
+// deliveredFlusher writes the checkpoint after a notification went out,
+// so that a restart does not send it again. The notifier's queue waits
+// for the write, so a burst of notifications slows to deliveredFlushGap
+// each rather than raising the write rate. A failed write is retried by
+// the periodic one.
+type deliveredFlusher struct {
+	log   *slog.Logger
+	store *checkpoint.Store
+
+	mu   sync.Mutex
+	last time.Time // guarded by mu
+}
+
+func (f *deliveredFlusher) flush(ctx context.Context) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if wait := deliveredFlushGap - time.Since(f.last); wait > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+	}
+	f.last = time.Now()
+	if err := f.store.Flush(ctx); err != nil && ctx.Err() == nil {
+		f.log.Warn("checkpoint write after a notification failed; a restart may send it again", "err", err)
 	}
 }
 
