@@ -119,20 +119,11 @@ alerting:
 		t.Fatal(err)
 	}
 
-	parents := func() []slacktest.Message {
-		var out []slacktest.Message
-		for _, m := range slack.Messages() {
-			if m.ThreadTS == "" {
-				out = append(out, m)
-			}
-		}
-		return out
-	}
 	err = harness.WaitFor(ctx, 2*time.Minute, "a Slack thread for the failing workload", func(context.Context) (bool, error) {
 		if !d.running() {
 			return false, fmt.Errorf("%w: authwatch exited: %v", harness.ErrStopWaiting, d.waitErr)
 		}
-		p := parents()
+		p := parentMessages(slack)
 		return len(p) > 0, fmt.Errorf("%d parent messages", len(p))
 	})
 	if err != nil {
@@ -141,7 +132,7 @@ alerting:
 	// Keep failing a while: the thread may get updates, never a second
 	// parent.
 	time.Sleep(2 * time.Second)
-	p := parents()
+	p := parentMessages(slack)
 	if len(p) != 1 {
 		t.Fatalf("parent messages while failing = %d, want 1: %+v", len(p), p)
 	}

@@ -84,23 +84,14 @@ alerting:
 	if _, err := cluster.Client().AppsV1().Deployments(ns).Create(ctx, dep, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	parents := func() []slacktest.Message {
-		var out []slacktest.Message
-		for _, m := range slack.Messages() {
-			if m.ThreadTS == "" {
-				out = append(out, m)
-			}
-		}
-		return out
-	}
 	err = harness.WaitFor(ctx, 2*time.Minute, "the leader's Slack thread", func(context.Context) (bool, error) {
-		p := parents()
+		p := parentMessages(slack)
 		return len(p) == 1, fmt.Errorf("%d parent messages", len(p))
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	parent := parents()[0]
+	parent := parentMessages(slack)[0]
 	err = harness.WaitFor(ctx, time.Minute, "the thread in the checkpoint", func(ctx context.Context) (bool, error) {
 		section, err := checkpointSection(ctx, ns, "alerting")
 		return err == nil && strings.Contains(section, `"ts":"`+parent.TS+`"`), fmt.Errorf("alerting section %.200q (%v)", section, err)
@@ -131,7 +122,7 @@ alerting:
 		t.Fatal(err)
 	}
 	time.Sleep(3 * time.Second) // a window for a wrong second parent; nothing to wait for
-	if p := parents(); len(p) != 1 {
+	if p := parentMessages(slack); len(p) != 1 {
 		t.Errorf("parent messages after the takeover = %d, want 1 (the new leader notified again): %+v", len(p), p)
 	}
 

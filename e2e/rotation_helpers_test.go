@@ -148,6 +148,15 @@ func (a *iribala) obtainJWT(t *testing.T) string {
 	return pair.Access
 }
 
+// brokenJWT returns an access token of a with its signature broken. The API
+// rejects it at once, as it would an expired one, and the token that a
+// rotation obtains in its place outlives the test.
+func (a *iribala) brokenJWT(t *testing.T) string {
+	t.Helper()
+	good := a.obtainJWT(t)
+	return good[:len(good)-4] + "AAAA"
+}
+
 // get calls the API with an Authorization header (none when empty) and
 // returns the status code and body.
 func (a *iribala) get(ctx context.Context, path, authorization string) (int, string, error) {

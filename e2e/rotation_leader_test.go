@@ -39,10 +39,7 @@ func leaseHolderPID(ctx context.Context, ns, name string) (int, error) {
 func TestRotationTwoReplicasOneRotation(t *testing.T) {
 	ns := newNamespace(t, "rot-leader")
 	api := startIribala(t, ns, 2*time.Minute)
-	// A token with a broken signature fails at once, as an expired one
-	// would, and the rotated token then outlives the test.
-	good := api.obtainJWT(t)
-	broken := good[:len(good)-4] + "AAAA"
+	broken := api.brokenJWT(t)
 	createRotationSecrets(t, api, broken)
 	startClient(t, api, "Bearer", 1)
 

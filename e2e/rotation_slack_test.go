@@ -38,6 +38,18 @@ func rotationSlack(t *testing.T) (*slacktest.Server, string) {
 	return slack, section
 }
 
+// parentMessages returns the messages that slack received outside any
+// thread, which are the parents of the threads.
+func parentMessages(slack *slacktest.Server) []slacktest.Message {
+	var out []slacktest.Message
+	for _, m := range slack.Messages() {
+		if m.ThreadTS == "" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
 // threadText returns the text of the replies to parent, one per line.
 func threadText(slack *slacktest.Server, parent slacktest.Message) string {
 	var b strings.Builder
@@ -55,8 +67,7 @@ func threadText(slack *slacktest.Server, parent slacktest.Message) string {
 func TestRotationReportsInIncidentThread(t *testing.T) {
 	ns := newNamespace(t, "rot-slack")
 	api := startIribala(t, ns, 5*time.Minute)
-	good := api.obtainJWT(t)
-	broken := good[:len(good)-4] + "AAAA"
+	broken := api.brokenJWT(t)
 	createRotationSecrets(t, api, broken)
 	startClient(t, api, "Bearer", 1)
 	slack, section := rotationSlack(t)
@@ -102,8 +113,7 @@ func TestRotationReportsInIncidentThread(t *testing.T) {
 func TestRotationByHandReportsInOwnMessage(t *testing.T) {
 	ns := newNamespace(t, "rot-cli-slack")
 	api := startIribala(t, ns, 5*time.Minute)
-	good := api.obtainJWT(t)
-	broken := good[:len(good)-4] + "AAAA"
+	broken := api.brokenJWT(t)
 	createRotationSecrets(t, api, broken)
 	startClient(t, api, "Bearer", 1)
 	slack, section := rotationSlack(t)
