@@ -55,7 +55,7 @@ func freeLoopbackAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-// startDaemon starts authwatch as opts say and returns at once. The
+// startDaemon starts authwatch with opts and returns at once. The
 // process is stopped when the test ends, and its output is logged when
 // the test failed or AUTHWATCH_E2E_VERBOSE is set.
 func startDaemon(t *testing.T, opts daemonOptions) *daemon {

@@ -21,8 +21,11 @@ import (
 	"github.com/authwatch/authwatch/e2e/nodeagent"
 )
 
-func scriptDeployment(ns, name string, replicas int32, env []corev1.EnvVar, steps ...string) *appsv1.Deployment {
+// appDeployment returns a Deployment named name with replicas pods
+// labelled app=name, each running container c under the name "app".
+func appDeployment(ns, name string, replicas int32, c corev1.Container) *appsv1.Deployment {
 	labels := map[string]string{"app": name}
+	c.Name = "app"
 	return &appsv1.Deployment{
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
 		Spec: appsv1.DeploymentSpec{
@@ -30,15 +33,16 @@ func scriptDeployment(ns, name string, replicas int32, env []corev1.EnvVar, step
 			Selector: &metav1.LabelSelector{MatchLabels: labels},
 			Template: corev1.PodTemplateSpec{
 				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name:  "app",
-					Image: nodeagent.ScriptImage,
-					Args:  steps,
-					Env:   env,
-				}}},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{c}},
 			},
 		},
 	}
+}
+
+// scriptDeployment returns a Deployment whose pods run the node agent's
+// script image with steps as arguments.
+func scriptDeployment(ns, name string, replicas int32, env []corev1.EnvVar, steps ...string) *appsv1.Deployment {
+	return appDeployment(ns, name, replicas, corev1.Container{Image: nodeagent.ScriptImage, Args: steps, Env: env})
 }
 
 // TestHarnessLogsExecAndFaults checks the harness itself: a Deployment's

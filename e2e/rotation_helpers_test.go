@@ -177,26 +177,10 @@ func (a *iribala) get(ctx context.Context, path, authorization string) (int, str
 	return resp.StatusCode, b.String(), err
 }
 
+// processDeployment returns a one-pod Deployment that runs command in
+// dir on the node agent's process image.
 func processDeployment(ns, name, dir string, env []corev1.EnvVar, command []string) *appsv1.Deployment {
-	one := int32(1)
-	labels := map[string]string{"app": name}
-	return &appsv1.Deployment{
-		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
-		Spec: appsv1.DeploymentSpec{
-			Replicas: &one,
-			Selector: &metav1.LabelSelector{MatchLabels: labels},
-			Template: corev1.PodTemplateSpec{
-				ObjectMeta: metav1.ObjectMeta{Labels: labels},
-				Spec: corev1.PodSpec{Containers: []corev1.Container{{
-					Name:       "app",
-					Image:      nodeagent.ProcessImage,
-					WorkingDir: dir,
-					Command:    command,
-					Env:        env,
-				}}},
-			},
-		},
-	}
+	return appDeployment(ns, name, 1, corev1.Container{Image: nodeagent.ProcessImage, WorkingDir: dir, Command: command, Env: env})
 }
 
 // createRotationSecrets stores the login credentials and the client's
