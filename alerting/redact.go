@@ -5,6 +5,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/authwatch/authwatch/internal/credential"
 	"github.com/authwatch/authwatch/internal/secret"
 )
 
@@ -36,7 +37,7 @@ var tokenPatterns = []tokenPattern{
 	// Submatch 1 is the scheme word: with one the value is always a
 	// credential, without one "Authorization: denied" is prose.
 	{re: regexp.MustCompile(`(?i)\bauthorization"?\s*[:=]\s*"?((?:bearer|basic|token|digest)\s+)?([^\s"',;&]{4,})`), secret: 2,
-		accept: func(s string, loc []int) bool { return loc[2] >= 0 || looksLikeCredential(s[loc[4]:loc[5]]) }},
+		accept: func(s string, loc []int) bool { return loc[2] >= 0 || credential.LooksLike(s[loc[4]:loc[5]]) }},
 	{re: regexp.MustCompile(`(?i)(?:\b|_)` + secretKeyNames + `\s*=\s*"?([^\s"',;&]{4,})`), secret: 1, accept: notPlaceholderAt(1)},
 	{re: regexp.MustCompile(`(?i)"(?:[\w-]*[_-])?` + secretKeyNames + `"\s*:\s*"?([^\s"',;&]{4,})`), secret: 1, accept: notPlaceholderAt(1)},
 	{re: regexp.MustCompile(`(?i)(?:\b|_)` + secretKeyNames + `:\s*([^\s"',;&]{4,})`), secret: 1, accept: credentialAt(1)},
@@ -44,59 +45,12 @@ var tokenPatterns = []tokenPattern{
 
 // credentialAt accepts a match whose submatch g looks like a credential.
 func credentialAt(g int) func(s string, loc []int) bool {
-	return func(s string, loc []int) bool { return looksLikeCredential(s[loc[2*g]:loc[2*g+1]]) }
+	return func(s string, loc []int) bool { return credential.LooksLike(s[loc[2*g]:loc[2*g+1]]) }
 }
 
 // notPlaceholderAt accepts a match whose submatch g is not a placeholder.
 func notPlaceholderAt(g int) func(s string, loc []int) bool {
-	return func(s string, loc []int) bool { return !isPlaceholder(s[loc[2*g]:loc[2*g+1]]) }
-}
-
-// looksLikeCredential distinguishes a credential from a word of prose or
-// a resource name such as "town-builder/town-builder-secrets". A value of
-// at least 6 bytes is a credential when it contains a digit, mixes letter
-// cases, or has a run of 20 or more letters and digits with no separator.
-// rules.Mask applies the same test.
-func looksLikeCredential(v string) bool {
-	if len(v) < 6 {
-		return false
-	}
-	var digit, upper, lower bool
-	run, maxRun := 0, 0
-	for i := 0; i < len(v); i++ {
-		switch c := v[i]; {
-		case '0' <= c && c <= '9':
-			digit = true
-		case 'A' <= c && c <= 'Z':
-			upper = true
-		case 'a' <= c && c <= 'z':
-			lower = true
-		default:
-			run = 0
-			continue
-		}
-		run++
-		maxRun = max(maxRun, run)
-	}
-	return digit || (upper && lower) || maxRun >= 20
-}
-
-// placeholders are values after a secret key that stand for no
-// credential.
-var placeholders = [...]string{"none", "null", "nil", "true", "false", "yes", "no", "empty", "unset", "missing", "invalid", "expired", "redacted", "hidden", "masked", "<redacted>", "[redacted]"}
-
-// isPlaceholder reports whether v is a placeholder, in any case, or a run
-// of one masking character such as "xxxx" or "****".
-func isPlaceholder(v string) bool {
-	for _, p := range placeholders {
-		if strings.EqualFold(v, p) {
-			return true
-		}
-	}
-	if v != "" && (v[0] == '*' || v[0] == 'x' || v[0] == 'X') {
-		return strings.Trim(v, v[:1]) == ""
-	}
-	return false
+	return func(s string, loc []int) bool { return !credential.IsPlaceholder(s[loc[2*g]:loc[2*g+1]]) }
 }
 
 const mask = "****"

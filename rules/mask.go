@@ -3,6 +3,8 @@ package rules
 import (
 	"bytes"
 	"regexp"
+
+	"github.com/authwatch/authwatch/internal/credential"
 )
 
 // Masked replaces each secret that Mask finds.
@@ -26,7 +28,7 @@ var (
 	maskJWT = regexp.MustCompile(`eyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*`)
 	// Credentials in key=value pairs, in quoted "key": "value" pairs (JSON,
 	// Python reprs) and in HTTP headers, unless the value is a placeholder
-	// such as "none" (see isPlaceholder).
+	// such as "none" (see credential.IsPlaceholder).
 	maskKeyValue = regexp.MustCompile(`(?i)((?:\b|_)` + secretKeys + `\s*=\s*["']?|["'](?:[\w-]*[_-])?` + secretKeys + `["']\s*:\s*["']?|\b(?:x-api-key|x-auth-token|x-vault-token|private-token|cookie|set-cookie|x-amz-security-token|x-goog-api-key)\s*:\s*)([^\s"',;&})\]]+)`)
 	// An unquoted "key: value" is masked only when the value looks like a
 	// credential, because prose such as "invalid token: token is expired"
@@ -49,7 +51,7 @@ var (
 // Where a value may be prose, as after "Bearer", "Token", an
 // Authorization header without a scheme or an unquoted "key:", Mask
 // hides it only when it looks like a credential (see
-// looksLikeCredential), so "api-token: token in Secret town/api" stays
+// credential.LooksLike), so "api-token: token in Secret town/api" stays
 // readable. After "key=" it hides every value but placeholders such as
 // "none" or "true". A credential in a format it does not know, such as a
 // bare random string with no key before it, stays visible, and so does a
@@ -63,7 +65,7 @@ func Mask(text []byte) []byte {
 	// Go costs tens of microseconds a line and most lines hold no secret.
 	if containsAnyFold(out, "authorization") {
 		out = maskGroup(maskAuthHeader, out, 3, func(text []byte, loc []int) bool {
-			return loc[4] >= 0 || looksLikeCredential(text[loc[6]:loc[7]])
+			return loc[4] >= 0 || credential.LooksLike(text[loc[6]:loc[7]])
 		})
 	}
 	if hasSchemeCredential(out) {
@@ -74,7 +76,7 @@ func Mask(text []byte) []byte {
 	}
 	if hasSecretKey(out) {
 		out = maskGroup(maskKeyValue, out, 2, func(text []byte, loc []int) bool {
-			return !isPlaceholder(text[loc[4]:loc[5]])
+			return !credential.IsPlaceholder(text[loc[4]:loc[5]])
 		})
 		out = maskGroup(maskKeyColon, out, 2, secretLooksLikeCredential)
 	}
@@ -188,50 +190,5 @@ func maskGroup(re *regexp.Regexp, text []byte, g int, accept func(text []byte, l
 // secretLooksLikeCredential is a maskGroup filter for patterns whose
 // secret is submatch 2.
 func secretLooksLikeCredential(text []byte, loc []int) bool {
-	return looksLikeCredential(text[loc[4]:loc[5]])
-}
-
-// looksLikeCredential distinguishes a credential from a word of prose or
-// a resource name such as "town-builder/town-builder-secrets". A value of
-// at least 6 bytes is a credential when it contains a digit, mixes letter
-// cases, or has a run of 20 or more letters and digits with no separator.
-func looksLikeCredential(b []byte) bool {
-	if len(b) < 6 {
-		return false
-	}
-	var digit, upper, lower bool
-	run, maxRun := 0, 0
-	for _, c := range b {
-		switch {
-		case '0' <= c && c <= '9':
-			digit = true
-		case 'A' <= c && c <= 'Z':
-			upper = true
-		case 'a' <= c && c <= 'z':
-			lower = true
-		default:
-			run = 0
-			continue
-		}
-		run++
-		maxRun = max(maxRun, run)
-	}
-	return digit || (upper && lower) || maxRun >= 20
-}
-
-// placeholders are values after "key=" that stand for no credential.
-var placeholders = [...]string{"none", "null", "nil", "true", "false", "yes", "no", "empty", "unset", "missing", "invalid", "expired", "redacted", "hidden", "masked", "<redacted>", "[redacted]"}
-
-// isPlaceholder reports whether v is a placeholder, in any case, or a run
-// of one masking character such as "xxxx" or "****".
-func isPlaceholder(v []byte) bool {
-	for _, p := range placeholders {
-		if bytes.EqualFold(v, []byte(p)) {
-			return true
-		}
-	}
-	if len(v) > 0 && (v[0] == '*' || v[0] == 'x' || v[0] == 'X') {
-		return len(bytes.Trim(v, string(v[:1]))) == 0
-	}
-	return false
+	return credential.LooksLike(text[loc[4]:loc[5]])
 }
