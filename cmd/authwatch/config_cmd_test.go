@@ -46,7 +46,7 @@ func TestConfigValidate(t *testing.T) {
 			`testdata/config/bad-types.yaml:2: watch.all_namespaces: invalid boolean "yes please"; use true or false`,
 			`testdata/config/bad-types.yaml:3: watch.namespaces: expected a list, got "town-builder"; write a list such as [a, b] or one "- item" per line`,
 			`testdata/config/bad-types.yaml:4: watch.max_streams: invalid integer "1.5"; use a whole number such as 10`,
-			`testdata/config/bad-types.yaml:8: policies[0].window: invalid duration "60"; use a Go duration such as 5m, 30s or 1h30m`,
+			`testdata/config/bad-types.yaml:8: policies[0].window: invalid duration 60: a duration needs a unit; use a Go duration such as 5m, 30s or 1h30m`,
 			`testdata/config/bad-types.yaml:9: remediation: expected a mapping, got a list; write a mapping of key: value lines`,
 		}},
 		{"missing-rules.yaml", exitInvalid, []string{

@@ -177,6 +177,10 @@ func (w *walker) check(n *yaml.Node, path string, t reflect.Type) {
 	case isDuration(t):
 		if n.Kind != yaml.ScalarNode {
 			w.fail(n, path, "use a Go duration such as 5m, 30s or 1h30m", "expected a duration, got %s", describe(n))
+		} else if n.ShortTag() == "!!int" || n.ShortTag() == "!!float" {
+			// yaml.v3 decodes no bare number into time.Duration, not even
+			// 0, so a number is rejected here for every duration field.
+			w.fail(n, path, "use a Go duration such as 5m, 30s or 1h30m", "invalid duration %s: a duration needs a unit", n.Value)
 		} else if _, err := time.ParseDuration(n.Value); err != nil {
 			w.fail(n, path, "use a Go duration such as 5m, 30s or 1h30m", "invalid duration %q", n.Value)
 		}

@@ -36,6 +36,8 @@ func TestDecodeErrors(t *testing.T) {
 			`c.yaml:2: ratio: duplicate key "ratio"; keep one of them`},
 		{"duration", "window: 5 minutes\n",
 			`c.yaml:1: window: invalid duration "5 minutes"; use a Go duration such as 5m, 30s or 1h30m`},
+		{"duration number", "window: 0\n",
+			`c.yaml:1: window: invalid duration 0: a duration needs a unit; use a Go duration such as 5m, 30s or 1h30m`},
 		{"duration list", "window: [1m]\n",
 			`c.yaml:1: window: expected a duration, got a list; use a Go duration such as 5m, 30s or 1h30m`},
 		{"number", "ratio: half\n",
