@@ -62,7 +62,7 @@ type Dispatcher struct {
 	// a reload that exports the old queues misses no event.
 	setMu sync.RWMutex
 	set   *notifierSet
-	// wake tells Run that Reconfigure left a pending set; Run stops the
+	// wake signals Run that Reconfigure left a pending set. Run stops the
 	// old workers before installing it.
 	wake chan struct{}
 
@@ -108,6 +108,7 @@ func New(opts Options) (*Dispatcher, error) {
 	if len(missing) > 0 {
 		return nil, fmt.Errorf("alerting: Options.%v required", missing)
 	}
+
 	cfg := opts.Config
 	if err := cfg.Validate(); err != nil {
 		return nil, err
@@ -129,6 +130,7 @@ func New(opts Options) (*Dispatcher, error) {
 		wake:       make(chan struct{}, 1),
 		results:    map[string]Result{},
 	}
+
 	if d.now == nil {
 		d.now = time.Now
 	}
@@ -139,6 +141,7 @@ func New(opts Options) (*Dispatcher, error) {
 	if d.version == "" {
 		d.version = "dev"
 	}
+
 	if d.set, err = d.build(cfg); err != nil {
 		return nil, err
 	}
