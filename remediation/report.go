@@ -66,7 +66,7 @@ type Trigger struct {
 	// rotations recur by design, so the circuit breaker neither counts
 	// nor checks them.
 	Renewal bool
-	// DryRun forces a dry run whatever the target says.
+	// DryRun forces a dry run whatever the target's dry_run setting is.
 	DryRun bool
 	// Reason is a short phrase that explains why the rotation runs.
 	Reason string

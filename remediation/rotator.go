@@ -39,8 +39,9 @@ type Options struct {
 	Executor PodExecutor
 	Reporter Reporter
 	// Permissions counts and logs the requests that the API server
-	// rejects with 403 Forbidden; nil leaves them to the step's failure
-	// message, which names the verb, the resource and the fix either way.
+	// rejects with 403 Forbidden. With nil, only the step's failure
+	// message reports them; it names the verb, the resource and the fix
+	// in both cases.
 	Permissions *permission.Reporter
 	// Leader is checked before every write; nil means this process acts
 	// alone, as `authwatch rotate` does.
@@ -119,6 +120,7 @@ func New(opts Options) (*Rotator, error) {
 	if err := opts.Config.Validate(); err != nil {
 		return nil, err
 	}
+
 	if opts.PollInterval <= 0 {
 		opts.PollInterval = 2 * time.Second
 	}
@@ -128,6 +130,7 @@ func New(opts Options) (*Rotator, error) {
 	if opts.Identity == "" {
 		opts.Identity = "authwatch"
 	}
+
 	r := &Rotator{
 		cfg:            opts.Config,
 		client:         opts.Client,
@@ -144,6 +147,7 @@ func New(opts Options) (*Rotator, error) {
 		lastAttempt:    map[string]time.Time{},
 		verifications:  map[*verification]struct{}{},
 	}
+
 	names := make([]string, 0, len(r.cfg.Targets))
 	for i := range r.cfg.Targets {
 		t := &r.cfg.Targets[i]
@@ -154,6 +158,7 @@ func New(opts Options) (*Rotator, error) {
 		}
 		r.sources[t.Name] = src
 	}
+
 	m, err := newMetrics(opts.Registerer, names)
 	if err != nil {
 		return nil, fmt.Errorf("remediation: register metrics: %w", err)

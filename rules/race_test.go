@@ -2,6 +2,6 @@
 
 package rules
 
-// raceEnabled tells tests that the race detector is on. It makes
+// raceEnabled reports to tests whether the race detector is on. It makes
 // sync.Pool drop items at random, so pooled scratch space allocates.
 const raceEnabled = true

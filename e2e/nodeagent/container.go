@@ -13,7 +13,7 @@ import (
 )
 
 // container runs the instances of one container of a pod, restarting it
-// as the pod's restartPolicy says.
+// as the pod's restartPolicy requires.
 type container struct {
 	pod     *podRunner
 	spec    corev1.Container

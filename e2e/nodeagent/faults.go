@@ -6,7 +6,7 @@ import (
 )
 
 // RestartContainer kills the running instance of a container with exit
-// code 137, as an OOM kill or a failed liveness probe would; the pod's
+// code 137, as an OOM kill or a failed liveness probe would. The pod's
 // restartPolicy then starts a new instance.
 func (a *Agent) RestartContainer(namespace, pod, name string) error {
 	c, err := a.lookup(namespace, pod, name)
@@ -25,7 +25,7 @@ func (a *Agent) RestartContainer(namespace, pod, name string) error {
 
 // RotateLog starts a new log file for the running instance of a
 // container. Requests that start afterwards see only lines written after
-// the rotation, because a kubelet reads only the current file; streams
+// the rotation, because a kubelet reads only the current file. Streams
 // already following go on without a gap.
 func (a *Agent) RotateLog(namespace, pod, name string) error {
 	inst, err := a.current(namespace, pod, name)
@@ -55,7 +55,7 @@ func (a *Agent) CutStreams(namespace, pod, name string) error {
 
 // StallStreams stops sending lines on every log stream of the running
 // instance of a container, open or opened later, while the container goes
-// on writing; the connections stay open. The returned function resumes
+// on writing. The connections stay open. The returned function resumes
 // them.
 func (a *Agent) StallStreams(namespace, pod, name string) (resume func(), err error) {
 	inst, err := a.current(namespace, pod, name)

@@ -55,7 +55,7 @@ func (p *podRunner) start(ctx context.Context) {
 	p.a.log.Info("pod started", "namespace", p.key.namespace, "pod", p.key.name, "node", p.pod.Spec.NodeName)
 	dir, err := os.MkdirTemp("", "authwatch-nodeagent-volumes-")
 	if err != nil {
-		// Containers that read a volume fail to start and say why.
+		// Containers that read a volume fail to start and report the reason.
 		p.a.log.Error("volume folder not created", "namespace", p.key.namespace, "pod", p.key.name, "err", err)
 	}
 	p.volDir = dir

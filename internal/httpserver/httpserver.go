@@ -23,8 +23,8 @@ type Options struct {
 	// Addr is the listen address, for example ":9090" or "127.0.0.1:0".
 	Addr string
 	// Ready returns the body of a 200 /readyz response ("ok" when empty)
-	// once the daemon is ready, or an error that says why it is not,
-	// served with 503. A nil Ready means always ready.
+	// once the daemon is ready, or an error that gives the reason it is
+	// not, served with 503. A nil Ready means always ready.
 	Ready func() (string, error)
 	// Listening, if set, is called with the bound address once the
 	// listener is open (useful with port 0).

@@ -55,7 +55,7 @@ type Server struct {
 	logs     map[string]*Log              // guarded by mu; by container ID
 	cms      map[string]*corev1.ConfigMap // guarded by mu; by namespace/name
 	fault    LogFaultFunc                 // guarded by mu
-	denied   map[string]bool              // guarded by mu; "verb resource" pairs answered with 403
+	denied   map[string]bool              // guarded by mu; "verb resource" pairs rejected with 403
 	gen      chan struct{}                // guarded by mu; closed by GoAway to end open streams
 	stats    Stats                        // guarded by mu
 	logReqs  map[string]int               // guarded by mu; log requests per container ID
@@ -325,9 +325,9 @@ func (s *Server) route(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// Deny makes the server answer requests for verb on resource (such as
+// Deny makes the server reject requests for verb on resource (such as
 // "get" and "pods/log", or "list" and "pods") with 403 Forbidden, as the
-// API server does when RBAC allows no such request; Allow undoes it.
+// API server does when RBAC allows no such request. Allow undoes it.
 func (s *Server) Deny(verb, resource string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -35,7 +35,7 @@ type Options struct {
 	Logger        *slog.Logger
 	// Registerer, when set, counts the Lease requests that the API server
 	// rejects with 403 Forbidden in authwatch_api_permission_errors_total
-	// and logs each with the RBAC fix; nil leaves them to client-go's log.
+	// and logs each with the RBAC fix. With nil, only client-go logs them.
 	Registerer prometheus.Registerer
 }
 

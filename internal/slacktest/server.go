@@ -162,7 +162,7 @@ func fail(w http.ResponseWriter, code string) {
 }
 
 // begin counts the call, records the body and applies a queued fault or
-// the auth check; it returns false when it already answered.
+// the auth check. It returns false when it has already written the response.
 func (s *Server) begin(w http.ResponseWriter, r *http.Request, method string, bearer bool) bool {
 	_ = r.ParseForm()
 	s.mu.Lock()
@@ -320,8 +320,8 @@ func (s *Server) update(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, map[string]any{"ok": true, "channel": ch, "ts": m.TS, "text": m.Text})
 }
 
-// webhook serves the incoming webhook, which answers plain text and uses
-// HTTP status codes for errors as Slack's does.
+// webhook serves the incoming webhook. Like Slack's, it responds with
+// plain text and reports errors through HTTP status codes.
 func (s *Server) webhook(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Text   string          `json:"text"`
